@@ -1,0 +1,96 @@
+"""The operator's view and actions on the jobs table, shared by the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .queries import queries_for
+
+STATUSES = ("queued", "running", "succeeded", "retry", "failed", "cancelled")
+
+
+def status(conn: psycopg.Connection, table: str) -> dict[str, Any]:
+    q = queries_for(table)
+    by_status = {s: 0 for s in STATUSES}
+    by_type: dict[str, dict[str, int]] = {}
+    by_queue: dict[str, dict[str, int]] = {}
+    for st, job_type, queue, n in conn.execute(q.jobs_count_by_status).fetchall():
+        by_status[st] = by_status.get(st, 0) + n
+        by_type.setdefault(job_type, {s: 0 for s in STATUSES})[st] += n
+        by_queue.setdefault(queue, {s: 0 for s in STATUSES})[st] += n
+    with conn.cursor(row_factory=dict_row) as cur:
+        oldest = cur.execute(q.job_oldest_waiting).fetchone()
+        runners = cur.execute(q.runners_list).fetchall()
+    handled = set()
+    for runner in runners:
+        handled.update(runner["job_types"] or [])
+    unhandled = sorted(t for t, counts in by_type.items()
+                       if counts["queued"] + counts["retry"] > 0 and t not in handled)
+    return {
+        "table": table,
+        "by_status": by_status,
+        "by_type": by_type,
+        "by_queue": by_queue,
+        "oldest_waiting": oldest,
+        "runners": runners,
+        "unhandled_types": unhandled,
+    }
+
+
+def list_jobs(conn: psycopg.Connection, table: str, *, status: str | None = None, job_type: str | None = None,
+              queue: str | None = None, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
+    q = queries_for(table)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(q.jobs_list, {"status": status, "job_type": job_type, "queue": queue,
+                                         "limit": limit, "before_id": before_id}).fetchall()
+
+
+def get_job(conn: psycopg.Connection, table: str, job_id: int) -> dict[str, Any] | None:
+    q = queries_for(table)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(q.job_get, {"id": job_id}).fetchone()
+
+
+@dataclass
+class ActionResult:
+    """What an operator action changed, and why it refused the rest."""
+
+    action: str
+    changed: list[int]
+    refused: dict[int, str]  # id -> reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused
+
+
+_ACTIONS = {
+    "retry": ("jobs_retry", "only failed or cancelled jobs can be retried"),
+    "cancel": ("jobs_cancel", "only queued or retry jobs can be cancelled"),
+    "run-now": ("jobs_run_now", "only queued or retry jobs can be run now"),
+    "delete": ("jobs_delete", "a running job cannot be deleted (kill it first)"),
+}
+
+
+def act(conn: psycopg.Connection, table: str, action: str, ids: list[int]) -> ActionResult:
+    """Apply ``retry``, ``cancel``, ``run-now`` or ``delete`` to ids; one transaction."""
+    if action not in _ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    q = queries_for(table)
+    query_name, refusal = _ACTIONS[action]
+    with conn.transaction():
+        changed = [row[0] for row in conn.execute(getattr(q, query_name), {"ids": ids}).fetchall()]
+        refused: dict[int, str] = {}
+        rest = [i for i in ids if i not in set(changed)]
+        if rest:
+            found = dict(conn.execute(q.jobs_status_of, {"ids": rest}).fetchall())
+            for job_id in rest:
+                refused[job_id] = (f"job {job_id} does not exist" if job_id not in found
+                                   else f"job {job_id} is {found[job_id]}: {refusal}")
+        if changed and action in ("retry", "run-now"):
+            conn.execute(q.jobs_notify)
+    return ActionResult(action, sorted(changed), refused)

@@ -1,0 +1,283 @@
+"""The child process: receives jobs from the supervisor, runs their handlers, records outcomes.
+
+Started by the pool as ``python -m supervisor.children.worker FD`` (a fresh interpreter, so
+it never inherits a connection, a thread or a lock from the supervisor). It imports the
+handler modules, opens its own connection, says ``ready``, then runs one job at a time.
+The outcome is written by the child itself, fenced by the job's lock, in the same
+transaction as the handler's own writes through ``job.conn``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ctypes
+import datetime as dt
+import json
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+import psycopg
+
+from .. import logs
+from ..backoff import retry_delay
+from ..db import connect, describe_error
+from ..queries import queries_for
+from ..registry import Job, get_handler, handlers, import_handlers, options_for
+from ..units import format_duration
+from . import protocol
+
+MAX_ERROR = 64 * 1024  # last_error is cut to this, keeping the head and the tail of a traceback
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when the supervisor dies (no orphans, even after kill -9)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _title(text: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(f"jobsupervisor: {text}")
+    except ImportError:
+        pass
+
+
+def truncate_error(text: str, limit: int = MAX_ERROR) -> str:
+    if len(text) <= limit:
+        return text
+    head = limit * 3 // 4
+    tail = limit - head - 100
+    return text[:head] + f"\n… [{len(text) - head - tail} characters cut] …\n" + text[-tail:]
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, parent_pid: int):
+        self.sock = sock
+        self.rfile = sock.makefile("rb")
+        self.parent_pid = parent_pid
+        self.pid = os.getpid()
+        self.conn: psycopg.Connection | None = None
+        self.config: Any = None
+        self.dsn = ""
+        self.queries: Any = None
+        self.stop_requested = False
+        self.log = logs.get_logger()
+
+    # --- messages -------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(protocol.encode(message))
+
+    def read(self) -> dict[str, Any] | None:
+        line = self.rfile.readline()
+        if not line:
+            return None
+        return protocol.decode(line)
+
+    # --- start ------------------------------------------------------------------------
+    def boot(self) -> bool:
+        hello = self.read()
+        if hello is None or hello.get("op") != protocol.HELLO:
+            return False
+        self.config = pickle.loads(base64.b64decode(hello["config"]))
+        self.dsn = hello["dsn"]
+        logs.configure("json", self.config.logging.level)
+        self.log = logs.get_logger(runner=hello.get("runner"))
+        self.queries = queries_for(self.config.database.table)
+        try:
+            import_handlers(self.config.imports, self.config.base_dir)
+        except BaseException as error:  # noqa: BLE001 - any import failure is a boot error
+            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+            where = traceback.extract_tb(error.__traceback__)
+            origin = f" ({where[-1].filename}:{where[-1].lineno})" if where else ""
+            self.send({"op": protocol.BOOT_ERROR, "error": f"importing handlers failed: {detail}{origin}"})
+            return False
+        if not handlers():
+            modules = ", ".join(self.config.imports) or "none"
+            self.send({"op": protocol.BOOT_ERROR,
+                       "error": f"no job handlers registered (imports: {modules}); add modules with @job handlers to 'imports'"})
+            return False
+        self.ensure_connection()
+        types = {name: options_for(name, self.config).to_dict() for name in handlers()}
+        self.send({"op": protocol.READY, "pid": self.pid, "types": types})
+        return True
+
+    def ensure_connection(self) -> psycopg.Connection:
+        """Connect (again), waiting out a database that is away; gives up only if the parent is gone."""
+        if self.conn is not None and not self.conn.closed and not self.conn.broken:
+            return self.conn
+        delay = 0.1
+        lost = self.conn is not None
+        while True:
+            try:
+                self.conn = connect(self.dsn, autocommit=False)
+                if lost:
+                    self.log.info("db_reconnected", role="child")
+                return self.conn
+            except psycopg.Error as error:
+                if os.getppid() != self.parent_pid:
+                    os._exit(1)
+                self.log.warning("db_unavailable", role="child", error=describe_error(error), retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- the loop -----------------------------------------------------------------------
+    def serve(self) -> None:
+        _title("child idle")
+        while True:
+            message = self.read()
+            if message is None:
+                return  # supervisor closed the socket: it is gone or wants us gone
+            op = message.get("op")
+            if op == protocol.RUN:
+                self.send(self.run(message["job"]))
+                _title("child idle")
+            elif op == protocol.STOP:
+                return
+
+    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        job_id = spec["id"]
+        job_type = spec["job_type"]
+        lock = spec["lock"]
+        _title(f"child running {job_type}#{job_id}")
+        started = time.perf_counter()
+        handler = get_handler(job_type)
+        opts = options_for(job_type, self.config)
+        conn = self.ensure_connection()
+        job = Job(job_id, job_type, spec.get("payload"), spec["attempts"],
+                  spec.get("max_attempts") or opts.max_attempts, spec["queue"], spec.get("priority", 0),
+                  dt.datetime.fromtimestamp(spec["run_at"], dt.timezone.utc) if spec.get("run_at") else None,
+                  conn, lock)
+        error_text: str | None = None
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for job type {job_type!r} in this child")
+            if handler.is_async:
+                asyncio.run(handler.func(job))
+            else:
+                handler.func(job)
+        except BaseException as error:  # noqa: BLE001 - a handler's sys.exit is a failure too
+            error_text = truncate_error("".join(traceback.format_exception(error)).rstrip())
+            short = "".join(traceback.format_exception_only(type(error), error)).strip()
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        result: dict[str, Any] = {"op": protocol.DONE, "id": job_id, "duration_ms": duration_ms}
+        delay = retry_delay(spec["attempts"], kind=opts.backoff, delay=opts.backoff_delay,
+                            maximum=opts.backoff_max, jitter=opts.backoff_jitter)
+        if error_text is None:
+            result.update(self.record_success(job_id, lock, delay, opts.max_attempts))
+        else:
+            result.update(self.record_failure(job_id, lock, error_text, delay, opts.max_attempts))
+            result["error"] = short[:2000]
+        if self.config.children.max_memory:
+            result["rss"] = _rss_bytes()
+        return result
+
+    def record_success(self, job_id: int, lock: str, delay: float, max_attempts: int) -> dict[str, Any]:
+        conn = self.conn
+        try:
+            cur = conn.execute(self.queries.job_set_succeeded, {"id": job_id, "lock": lock})
+            if cur.rowcount == 1:
+                conn.commit()
+                return {"outcome": "succeeded"}
+            conn.rollback()
+            return {"outcome": "lost"}
+        except psycopg.OperationalError as error:
+            return self.after_connection_loss(job_id, lock, error)
+        except psycopg.Error as error:
+            # The handler left the transaction unusable (it caught an SQL error and went on):
+            # its writes cannot be committed, so this attempt failed.
+            text = f"handler returned, but its transaction could not commit: {describe_error(error)}"
+            return self.record_failure(job_id, lock, text, delay, max_attempts) | {"error": text[:2000]}
+
+    def record_failure(self, job_id: int, lock: str, error_text: str, delay: float, max_attempts: int) -> dict[str, Any]:
+        params = {"id": job_id, "lock": lock, "error": error_text, "delay": delay,
+                  "default_max_attempts": max_attempts}
+        self._rollback()
+        try:
+            row = self._write_failure(params)
+        except psycopg.OperationalError:
+            # Cut off mid-write: the update is fenced, so writing it again on a new connection is safe.
+            self._rollback()
+            row = self._write_failure(params)
+        if row is None:
+            return {"outcome": "lost"}
+        return {"outcome": row[0], "run_at": row[1]}
+
+    def _write_failure(self, params: dict[str, Any]) -> Any:
+        conn = self.ensure_connection()
+        row = conn.execute(self.queries.job_set_failed_or_retry, params).fetchone()
+        conn.commit()
+        return row
+
+    def after_connection_loss(self, job_id: int, lock: str, error: BaseException) -> dict[str, Any]:
+        """The commit of a success was cut off: we cannot know whether it happened. Give the job
+        back (fenced: a no-op if the commit did happen) so nothing is lost."""
+        self.log.warning("job_completion_interrupted", job_id=job_id, error=describe_error(error))
+        self._rollback()
+        conn = self.ensure_connection()
+        cur = conn.execute(self.queries.job_return, {"id": job_id, "lock": lock})
+        conn.commit()
+        if cur.rowcount == 1:
+            return {"outcome": "returned", "error": "database connection lost while recording success"}
+        row = conn.execute(f"SELECT status FROM {queries_for(self.config.database.table).table} WHERE id = %s",
+                           (job_id,)).fetchone()
+        conn.commit()
+        return {"outcome": row[0] if row and row[0] == "succeeded" else "lost"}
+
+    def _rollback(self) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.rollback()
+        except psycopg.Error:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    fd = int(argv[0])
+    parent_pid = int(argv[1])
+    _die_with_parent(parent_pid)
+    # Only the supervisor decides when to drain: the terminal's Ctrl-C is not for us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    _title("child starting")
+    sock = socket.socket(fileno=fd)
+    worker = Worker(sock, parent_pid)
+    try:
+        if not worker.boot():
+            return protocol.EXIT_BOOT_ERROR
+        worker.serve()
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the supervisor is gone
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

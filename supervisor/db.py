@@ -1,0 +1,65 @@
+"""Connections: where the DSN comes from, how we connect, and what a failure means to a user."""
+
+from __future__ import annotations
+
+import psycopg
+
+from .errors import UserError
+from .units import mask_dsn
+
+APPLICATION_NAME = "jobsupervisor"
+
+# Failures that retrying will not fix: the DSN itself is wrong. Everything else
+# (refused, reset, timed out, server starting up) is the world and worth waiting out.
+_PERMANENT_MARKERS = (
+    "password authentication failed",
+    "authentication failed",
+    "does not exist",
+    "no password supplied",
+    "invalid dsn",
+    "invalid connection option",
+    "invalid uri",
+    "missing \"=\"",
+    "pg_hba.conf",
+    "permission denied",
+)
+
+
+def resolve_dsn(config) -> str:
+    """The configured DSN, or the embedded server's (started on demand)."""
+    if config.database.dsn:
+        return config.database.dsn
+    from .embedded import embedded_dsn
+
+    return embedded_dsn(config.database.embedded_dir)
+
+
+def is_permanent(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(marker in text for marker in _PERMANENT_MARKERS)
+
+
+def connect(dsn: str, *, autocommit: bool = True, connect_timeout: int = 10, **kwargs) -> psycopg.Connection:
+    """Open a connection with our defaults; raises psycopg errors unchanged."""
+    return psycopg.connect(
+        dsn,
+        autocommit=autocommit,
+        connect_timeout=connect_timeout,
+        application_name=kwargs.pop("application_name", APPLICATION_NAME),
+        **kwargs,
+    )
+
+
+def connect_or_exit(dsn: str, **kwargs) -> psycopg.Connection:
+    """For CLI commands: connect, or raise one clear UserError (exit 2) naming the masked DSN."""
+    try:
+        return connect(dsn, **kwargs)
+    except psycopg.Error as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserError(f"cannot connect to database {mask_dsn(dsn)}: {reason}", exit_code=2) from None
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log record; never a password."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"

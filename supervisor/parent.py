@@ -1,0 +1,817 @@
+"""The supervisor: one thread, one loop (SPEC §6).
+
+It waits on the signal wake-up pipe, the LISTEN socket and its children's sockets and
+output pipes at once, with a timeout equal to the next due time. Then, every tick, in order:
+
+    handle signals -> read children -> reap children -> kill overdue children
+    -> database chores (flush, heartbeat, rescue, poll) -> manage the pool -> claim and hand out
+
+Signal handlers only record the signal number; everything else happens here, in the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psycopg
+
+from . import __version__, logs
+from .backoff import retry_delay
+from .children import protocol
+from .children.pool import BOOTING, BUSY, IDLE, STOPPING, Child, Pool, Running, describe_exit
+from .config import Config, load_config
+from .db import connect, describe_error, is_permanent
+from .errors import ConfigError, UserError
+from .listener import Listener, parse_due
+from .migrate import current_version, latest_version, migrate
+from .queries import queries_for
+from .registry import DEFAULT_MAX_ATTEMPTS
+from .rescuer import Rescuer, host_name, pid_namespace
+from .sdnotify import Notifier
+from .units import format_duration, mask_dsn
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+MAX_BOOTING = max(2, os.cpu_count() or 2)  # children starting at once when demand grows
+BOOT_FAILURES_TO_GIVE_UP = 5  # children dying before "ready" in a row (without a boot_error message)
+
+
+class FatalError(Exception):
+    """The supervisor cannot go on (a child cannot boot): drain and exit 1."""
+
+
+@dataclass
+class PendingWrite:
+    """An outcome the supervisor must record but could not yet (the database is away)."""
+
+    query: str
+    params: dict[str, Any]
+    what: str
+
+
+class Supervisor:
+    def __init__(self, config: Config, dsn: str):
+        self.config = config
+        self.dsn = dsn
+        self.q = queries_for(config.database.table)
+        self.log = logs.get_logger()
+        self.host = host_name()
+        self.runner_id = f"{self.host}:{os.getpid()}:{secrets.token_hex(2)}"
+        self.started_wall = time.time()
+        self.pool = Pool(self.runner_id)
+        self.listener = Listener(dsn, [self.q.channel, self.q.control_channel])
+        self.rescuer = Rescuer(self.q, self.runner_id, lock_timeout=config.lock_timeout,
+                               stale_after=self.stale_after(config))
+        self.notifier = Notifier()
+        self.selector = selectors.DefaultSelector()
+        self.signals: collections.deque[int] = collections.deque()
+        self.conn: psycopg.Connection | None = None
+        self.db_retry_at = 0.0
+        self.db_retry_delay = 0.2
+        self.db_lost_since: float | None = None
+        self.pending: list[PendingWrite] = []
+        # Job types and their options, as reported by children (the parent imports no user code).
+        self.types: dict[str, dict[str, Any]] = {}
+        self.children_min = config.children.min
+        self.children_max = config.children.max
+        # Claim bookkeeping.
+        self.claim_wanted = True
+        self.next_due_wall: float | None = None  # earliest known future run_at (local clock)
+        self.clock_offset = 0.0  # database now() - local time.time()
+        now = time.monotonic()
+        self.next_poll = now
+        self.next_heartbeat = now
+        self.next_rescue = now
+        self.next_probe = now + config.poll_interval
+        # Shutdown state.
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.stop_now = False
+        self.immediate = False
+        self.exit_code = 0
+        self.ready_sent = False
+        self.boot_failures = 0
+        self.stats = collections.Counter()
+        self.last_status = ""
+
+    @staticmethod
+    def stale_after(config: Config) -> float:
+        # Long enough that a loop busy for a moment is not declared dead, short enough that a
+        # machine that died is noticed within seconds.
+        return max(3 * config.heartbeat_interval, 10.0)
+
+    # ======================================================================================
+    # Start and stop
+    # ======================================================================================
+    def run(self) -> int:
+        self.install_signals()
+        try:
+            self.start()
+            while not self.finished():
+                self.tick()
+        except FatalError as error:
+            self.log.error("supervisor_fatal", error=str(error))
+            self.exit_code = 1
+            self.shutdown_fast()
+        finally:
+            self.cleanup()
+        return self.exit_code
+
+    def start(self) -> None:
+        self.connect_first()
+        self.register()
+        self.rescue()
+        self.listener.open()
+        self.update_listener_registration()
+        for _ in range(max(self.children_min, 1)):
+            self.spawn_child()
+        self.log.info("supervisor_started", runner=self.runner_id, version=__version__,
+                      table=self.config.database.table, dsn=mask_dsn(self.dsn),
+                      children_min=self.children_min, children_max=self.children_max,
+                      queues=sorted(self.config.queues) if self.config.queues is not None else "all",
+                      config=self.config.path)
+
+    def connect_first(self) -> None:
+        """The first connection: a wrong DSN is a configuration error (exit 2); a database that
+        is merely away is waited for, so systemd does not crash-loop us."""
+        delay = 0.2
+        while True:
+            try:
+                self.conn = connect(self.dsn, autocommit=True)
+                break
+            except psycopg.Error as error:
+                if is_permanent(error):
+                    raise UserError(f"cannot connect to database {mask_dsn(self.dsn)}: "
+                                    f"{' '.join(str(error).split())}", exit_code=2) from None
+                self.log.warning("db_unavailable", error=describe_error(error), retry_in=delay)
+                self.wait_for_signal(delay)
+                if self.stop_now or self.draining:
+                    raise UserError("stopped while waiting for the database", exit_code=0) from None
+                delay = min(delay * 2, 5.0)
+        version = current_version(self.conn, self.config.database.table)
+        if version < latest_version():
+            if not self.config.database.auto_migrate:
+                raise UserError(f"the schema of table {self.config.database.table!r} is at version {version}, "
+                                f"this version needs {latest_version()}: run 'jobsupervisor migrate'", exit_code=2)
+            applied = migrate(self.conn, self.config.database.table)
+            if applied:
+                self.log.info("schema_migrated", table=self.config.database.table,
+                              versions=[m.version for m in applied])
+        db_now = self.conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+        self.clock_offset = db_now - time.time()
+
+    def register(self) -> None:
+        self.conn.execute(self.q.runner_upsert, self.runner_row())
+
+    def runner_row(self) -> dict[str, Any]:
+        return {
+            "id": self.runner_id, "host": self.host, "pid": os.getpid(), "pidns": pid_namespace(),
+            "started_at": self.started_wall, "children": len(self.pool), "busy": len(self.pool.busy()),
+            "queues": sorted(self.config.queues) if self.config.queues is not None else None,
+            "job_types": sorted(self.types), "version": __version__,
+        }
+
+    def finished(self) -> bool:
+        if self.immediate:
+            return True
+        return self.draining and len(self.pool) == 0
+
+    def cleanup(self) -> None:
+        """Last steps on every way out: no child left behind, outcomes written if possible,
+        the runner row removed."""
+        if self.immediate:
+            self.pool.kill_all()
+            self.pool.wait_all(2.0)
+            self.log.info("supervisor_stopped", runner=self.runner_id, mode="immediate", exit_code=self.exit_code)
+            return
+        if len(self.pool):
+            self.pool.kill_all()
+            self.pool.wait_all(5.0)
+            for child in self.pool.poll_exited():
+                self.child_exited(child)
+        deadline = time.monotonic() + 10.0
+        while self.pending and time.monotonic() < deadline:
+            if not self.flush_pending():
+                time.sleep(0.2)
+        if self.pending:
+            self.log.error("outcomes_not_recorded", count=len(self.pending),
+                           hint="the database was unreachable; the jobs will be recovered by the rescuer")
+        db = self.db()
+        if db is not None and not self.pending:
+            try:
+                db.execute(self.q.runner_delete, {"id": self.runner_id})
+            except psycopg.Error:
+                pass
+        self.listener.close()
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+        self.log.info("supervisor_stopped", runner=self.runner_id, exit_code=self.exit_code,
+                      jobs_succeeded=self.stats["succeeded"], jobs_failed=self.stats["failed"],
+                      jobs_retried=self.stats["retry"])
+
+    # ======================================================================================
+    # The tick
+    # ======================================================================================
+    def tick(self) -> None:
+        self.wait(self.next_timeout())
+        self.handle_signals()
+        if self.immediate:
+            return
+        self.read_children()
+        self.reap_children()
+        self.kill_overdue()
+        self.database_chores()
+        self.manage_pool()
+        self.claim_and_hand_out()
+        self.report_status()
+
+    def wait(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            key.data()
+
+    def wait_for_signal(self, timeout: float) -> None:
+        """Sleep that a signal cuts short (used before the loop runs)."""
+        self.wait(timeout)
+        self.handle_signals()
+
+    def next_timeout(self) -> float:
+        now = time.monotonic()
+        due = [self.next_poll, self.next_heartbeat, self.next_rescue, self.next_probe]
+        if self.conn is None or self.pending:
+            due.append(self.db_retry_at)
+        if not self.listener.up:
+            due.append(self.listener.retry_at)
+        if self.next_due_wall is not None:
+            due.append(now + (self.next_due_wall - time.time()))
+        if self.drain_deadline is not None:
+            due.append(self.drain_deadline)
+        for child in self.pool:
+            if child.job is not None and child.job.deadline is not None:
+                due.append(child.job.deadline)
+            if child.kill_at is not None:
+                due.append(child.kill_at)
+            if child.state == IDLE and len(self.pool) > self.children_min:
+                due.append(child.idle_since + self.config.children.idle_timeout)
+        if self.claim_wanted and self.types and self.pool.idle() and not self.draining and self.conn is not None:
+            return 0.0
+        return min(max(min(due) - now, 0.0), 1.0 if self.draining else 30.0)
+
+    # ======================================================================================
+    # Signals
+    # ======================================================================================
+    def install_signals(self) -> None:
+        read_end, write_end = socket.socketpair()
+        read_end.setblocking(False)
+        write_end.setblocking(False)
+        self._wakeup = (read_end, write_end)
+        signal.set_wakeup_fd(write_end.fileno(), warn_on_full_buffer=False)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, self._record_signal)
+        self.selector.register(read_end, selectors.EVENT_READ, self._drain_wakeup)
+
+    def _record_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)  # only record: no I/O, no logging, no locks here
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wakeup[0].recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.popleft()
+            handler = {
+                signal.SIGINT: self.handle_int, signal.SIGTERM: self.handle_term,
+                signal.SIGQUIT: self.handle_quit, signal.SIGHUP: self.handle_hup,
+                signal.SIGTTIN: self.handle_ttin, signal.SIGTTOU: self.handle_ttou,
+                signal.SIGCHLD: lambda: None,  # reaping happens every tick
+            }[signum]
+            handler()
+
+    def handle_int(self) -> None:
+        if self.draining:
+            self.log.warning("supervisor_stopping", mode="quick", reason="second SIGINT",
+                             returning=len(self.pool.busy()))
+            self.stop_running_jobs()
+        else:
+            self.begin_drain("SIGINT")
+
+    def handle_term(self) -> None:
+        if self.draining:
+            self.log.warning("supervisor_stopping", mode="quick", reason="second SIGTERM",
+                             returning=len(self.pool.busy()))
+            self.stop_running_jobs()
+        else:
+            self.begin_drain("SIGTERM")
+
+    def handle_quit(self) -> None:
+        self.log.warning("supervisor_stopping", mode="immediate", reason="SIGQUIT",
+                         running=len(self.pool.busy()))
+        self.immediate = True
+
+    def handle_hup(self) -> None:
+        self.reload()
+
+    def handle_ttin(self) -> None:
+        self.children_min += 1
+        self.children_max = max(self.children_max, self.children_min)
+        self.log.info("pool_resized", signal="SIGTTIN", children_min=self.children_min, children_max=self.children_max)
+
+    def handle_ttou(self) -> None:
+        self.children_max = max(self.children_max - 1, 1)
+        self.children_min = min(self.children_min, self.children_max)
+        self.log.info("pool_resized", signal="SIGTTOU", children_min=self.children_min, children_max=self.children_max)
+
+    def begin_drain(self, reason: str, exit_code: int = 0) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self.exit_code = max(self.exit_code, exit_code)
+        self.drain_deadline = time.monotonic() + self.config.shutdown_timeout
+        busy = len(self.pool.busy())
+        self.log.info("supervisor_stopping", mode="drain", reason=reason, running=busy,
+                      shutdown_timeout=self.config.shutdown_timeout)
+        self.notifier.stopping(f"draining: {busy} job(s) running")
+        for child in self.pool:
+            self.pool.ask_to_stop(child, "shutdown", self.config.children.kill_grace)
+
+    def stop_running_jobs(self) -> None:
+        """Drain time is up (or a second SIGINT): kill what still runs; its jobs go back to queued."""
+        self.drain_deadline = None
+        for child in self.pool:
+            if child.job is not None:
+                child.ending = "shutdown"
+            self.pool.kill(child)
+
+    def shutdown_fast(self) -> None:
+        self.draining = True
+        self.stop_running_jobs()
+
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as error:
+            self.log.error("config_reload_failed", error=str(error), hint="still running on the previous configuration")
+            return
+        if new.database.table != self.config.database.table or new.database.dsn != self.config.database.dsn:
+            self.log.error("config_reload_failed", error="database.dsn and database.table cannot change on reload; restart instead")
+            return
+        self.config = new
+        self.children_min, self.children_max = new.children.min, new.children.max
+        self.rescuer.lock_timeout = new.lock_timeout
+        self.rescuer.stale_after = self.stale_after(new)
+        logs.configure(new.logging.format, new.logging.level, syslog_address=new.logging.syslog_address)
+        self.log = logs.get_logger()
+        self.pool.generation += 1
+        # New children load the new handler code; old ones finish their job first.
+        for child in self.pool:
+            self.pool.ask_to_stop(child, "reload", self.config.children.kill_grace)
+        self.log.info("config_reloaded", config=new.path, generation=self.pool.generation)
+
+    # ======================================================================================
+    # Children
+    # ======================================================================================
+    def spawn_child(self) -> Child | None:
+        hello = {"dsn": self.dsn, "runner": self.runner_id}
+        try:
+            child = self.pool.spawn(hello, self.config)
+        except OSError as error:
+            self.log.error("child_spawn_failed", error=describe_error(error))
+            return None
+        self.selector.register(child.sock, selectors.EVENT_READ, lambda c=child: self.on_child_message(c))
+        self.selector.register(child.out_fd, selectors.EVENT_READ, lambda c=child: self.on_child_output(c))
+        self.log.info("child_started", child_pid=child.pid, generation=child.generation)
+        return child
+
+    def on_child_message(self, child: Child) -> None:
+        for message in self.pool.read_messages(child):
+            op = message.get("op")
+            if op == protocol.READY:
+                self.child_ready(child, message)
+            elif op == protocol.DONE:
+                self.job_done(child, message)
+            elif op == protocol.BOOT_ERROR:
+                child.ending = "boot_error"
+                raise FatalError(f"child {child.pid} could not start: {message.get('error')}")
+
+    def on_child_output(self, child: Child) -> None:
+        for line in self.pool.read_output(child):
+            logs.write_line(line)
+
+    def read_children(self) -> None:
+        """Selector callbacks already ran; nothing else to do here (kept as a named step)."""
+
+    def child_ready(self, child: Child, message: dict[str, Any]) -> None:
+        child.types = message.get("types", {})
+        if child.generation == self.pool.generation:
+            self.types = child.types  # the newest code decides which types we claim
+        self.boot_failures = 0
+        if child.state == BOOTING:
+            child.state = IDLE
+            child.idle_since = time.monotonic()
+        if child.ending is not None:  # asked to stop while it was starting
+            self.pool.ask_to_stop(child, child.ending, self.config.children.kill_grace)
+        if not self.ready_sent:
+            self.ready_sent = True
+            self.notifier.ready(self.status_line())
+            self.update_listener_registration()
+
+    def job_done(self, child: Child, message: dict[str, Any]) -> None:
+        job = child.job
+        if job is None or job.id != message.get("id"):
+            return
+        child.job = None
+        child.jobs_done += 1
+        child.rss = message.get("rss", child.rss)
+        outcome = message.get("outcome")
+        context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
+                   "duration_ms": message.get("duration_ms"), "child_pid": child.pid}
+        self.stats[outcome] += 1
+        if outcome == "succeeded":
+            self.log.info("job_succeeded", **context)
+        elif outcome == "retry":
+            self.log.warning("job_retry_scheduled", error=message.get("error"), run_at=message.get("run_at"), **context)
+            self.note_due(message.get("run_at"))
+        elif outcome == "failed":
+            self.log.error("job_failed", error=message.get("error"), **context)
+        elif outcome == "returned":
+            self.log.warning("job_returned", reason=message.get("error"), **context)
+            self.claim_wanted = True
+        else:
+            self.log.warning("job_lock_lost", outcome=outcome, **context)
+        if child.ending is not None or self.draining:
+            self.pool.ask_to_stop(child, child.ending or "shutdown", self.config.children.kill_grace)
+        elif self.should_recycle(child):
+            self.pool.ask_to_stop(child, "recycle", self.config.children.kill_grace)
+        else:
+            child.state = IDLE
+            child.idle_since = time.monotonic()
+
+    def should_recycle(self, child: Child) -> bool:
+        limits = self.config.children
+        if limits.max_jobs and child.jobs_done >= limits.max_jobs:
+            self.log.info("child_recycled", child_pid=child.pid, reason="max_jobs", jobs=child.jobs_done)
+            return True
+        if limits.max_memory and child.rss > limits.max_memory:
+            self.log.info("child_recycled", child_pid=child.pid, reason="max_memory", rss=child.rss,
+                          max_memory=limits.max_memory)
+            return True
+        return False
+
+    def reap_children(self) -> None:
+        for child in self.pool.poll_exited():
+            self.child_exited(child)
+
+    def child_exited(self, child: Child) -> None:
+        # Whatever it said or printed last is still in the pipes: read it before judging.
+        self.on_child_output_final(child)
+        try:
+            self.on_child_message(child)
+        except FatalError:
+            self.unregister_child(child)
+            self.pool.forget(child)
+            raise
+        self.unregister_child(child)
+        self.pool.forget(child)
+        status = child.exit_status if child.exit_status is not None else 0
+        self.log.info("child_exited", child_pid=child.pid, status=describe_exit(status),
+                      reason=child.ending, jobs=child.jobs_done)
+        if child.state == BOOTING and child.ending is None:
+            self.boot_failures += 1
+            if status == protocol.EXIT_BOOT_ERROR or self.boot_failures >= BOOT_FAILURES_TO_GIVE_UP:
+                raise FatalError(f"child {child.pid} exited before it was ready ({describe_exit(status)}); "
+                                 "see its output above")
+        if child.job is not None:
+            self.job_lost_with_child(child, status)
+
+    def on_child_output_final(self, child: Child) -> None:
+        for line in self.pool.read_output(child, final=True):
+            logs.write_line(line)
+
+    def unregister_child(self, child: Child) -> None:
+        for fileobj in (child.sock, child.out_fd):
+            try:
+                self.selector.unregister(fileobj)
+            except (KeyError, ValueError):
+                pass
+
+    def job_lost_with_child(self, child: Child, status: int) -> None:
+        """The child died with a job: record why, fenced by the child's lock."""
+        job = child.job
+        context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
+                   "child_pid": child.pid, "duration_ms": round((time.monotonic() - job.started) * 1000, 3)}
+        params = {"id": job.id, "lock": job.lock}
+        if child.ending == "shutdown":
+            self.log.warning("job_returned", reason="shutdown_timeout reached", **context)
+            self.record(self.q.job_return, params, f"return job {job.id}")
+            return
+        if child.ending == "killed":
+            self.log.error("job_failed", error="killed by operator", **context)
+            self.record(self.q.job_set_killed, params | {"error": "killed by operator"}, f"kill job {job.id}")
+            return
+        if child.ending == "lock_lost":
+            self.log.warning("job_lock_lost", **context)
+            return
+        if child.ending == "timeout":
+            error = f"timed out after {job.timeout or 0:g}s"  # SPEC §2 spells it "timed out after 60s"
+            self.log.error("job_timed_out", error=error, **context)
+        else:
+            error = f"worker process died: {describe_exit(status)}"
+            self.log.error("job_worker_died", error=error, **context)
+        opts = self.types.get(job.job_type, {})
+        max_attempts = job.max_attempts or opts.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        delay = retry_delay(job.attempts, kind=opts.get("backoff", "linear"), delay=opts.get("backoff_delay", 30.0),
+                            maximum=opts.get("backoff_max", 3600.0), jitter=opts.get("backoff_jitter", False))
+        outcome = "failed" if job.attempts >= max_attempts else "retry"
+        self.stats[outcome] += 1
+        if outcome == "retry":
+            self.log.warning("job_retry_scheduled", error=error, delay=delay, **context)
+            self.note_due(time.time() + delay + self.clock_offset)
+        else:
+            self.log.error("job_failed", error=error, **context)
+        self.record(self.q.job_set_failed_or_retry,
+                    params | {"error": error, "delay": delay, "default_max_attempts": max_attempts},
+                    f"record failure of job {job.id}")
+
+    def kill_overdue(self) -> None:
+        now = time.monotonic()
+        for child in self.pool:
+            job = child.job
+            if job is not None and job.deadline is not None and now >= job.deadline and child.term_sent is None:
+                self.pool.terminate(child, "timeout", self.config.children.kill_grace)
+            elif child.kill_at is not None and now >= child.kill_at:
+                self.pool.kill(child)
+                child.kill_at = None
+        if self.drain_deadline is not None and now >= self.drain_deadline:
+            if self.pool.busy():
+                self.log.warning("shutdown_timeout_reached", returning=len(self.pool.busy()),
+                                 shutdown_timeout=self.config.shutdown_timeout)
+            self.stop_running_jobs()
+
+    def manage_pool(self) -> None:
+        if self.draining:
+            return
+        live = [c for c in self.pool if c.ending is None]
+        # Keep the minimum (a replacement for every child that exited or is being recycled).
+        for _ in range(self.children_min - len(live)):
+            if self.spawn_child() is None:
+                break
+            live.append(None)  # type: ignore[arg-type]
+        # Grow while work is waiting and every child is taken.
+        booting = len(self.pool.in_state(BOOTING))
+        if (self.claim_wanted and not self.pool.idle() and booting < MAX_BOOTING
+                and len(live) < self.children_max and self.conn is not None and self.types):
+            self.spawn_child()
+        # Shrink: retire children idle too long above the minimum, or above a lowered maximum.
+        now = time.monotonic()
+        live = [c for c in self.pool if c.ending is None]
+        excess = len(live) - self.children_max
+        for child in sorted(self.pool.idle(), key=lambda c: c.idle_since):
+            if excess > 0:
+                self.pool.ask_to_stop(child, "retire", self.config.children.kill_grace)
+                excess -= 1
+            elif len(live) > self.children_min and now - child.idle_since >= self.config.children.idle_timeout:
+                self.log.info("child_retiring", child_pid=child.pid, idle_seconds=round(now - child.idle_since, 1))
+                self.pool.ask_to_stop(child, "retire", self.config.children.kill_grace)
+                live.remove(child)
+
+    # ======================================================================================
+    # Database chores
+    # ======================================================================================
+    def db(self) -> psycopg.Connection | None:
+        """The supervisor's connection, reopened with backoff after a loss; None while away."""
+        if self.conn is not None:
+            return self.conn
+        if time.monotonic() < self.db_retry_at:
+            return None
+        try:
+            self.conn = connect(self.dsn, autocommit=True)
+        except psycopg.Error as error:
+            self.db_retry_at = time.monotonic() + self.db_retry_delay
+            self.db_retry_delay = min(self.db_retry_delay * 2, 5.0)
+            return None
+        down_ms = round((time.monotonic() - (self.db_lost_since or time.monotonic())) * 1000)
+        self.log.info("db_reconnected", connection="main", down_ms=down_ms, pending=len(self.pending))
+        self.db_lost_since = None
+        self.db_retry_delay = 0.2
+        self.claim_wanted = True
+        self.next_heartbeat = time.monotonic()
+        return self.conn
+
+    def db_lost(self, error: BaseException) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.conn = None
+        if self.db_lost_since is None:
+            self.db_lost_since = time.monotonic()
+            self.log.warning("db_connection_lost", connection="main", error=describe_error(error))
+        self.db_retry_at = time.monotonic() + self.db_retry_delay
+
+    def execute(self, query: str, params: dict[str, Any] | None = None) -> psycopg.Cursor | None:
+        db = self.db()
+        if db is None:
+            return None
+        try:
+            return db.execute(query, params)
+        except psycopg.OperationalError as error:
+            self.db_lost(error)
+            return None
+
+    def record(self, query: str, params: dict[str, Any], what: str) -> None:
+        """Write an outcome now, or keep it until the database is back (never dropped)."""
+        self.pending.append(PendingWrite(query, params, what))
+        self.flush_pending()
+
+    def flush_pending(self) -> bool:
+        while self.pending:
+            write = self.pending[0]
+            if self.execute(write.query, write.params) is None:
+                return False
+            self.pending.pop(0)
+        return True
+
+    def database_chores(self) -> None:
+        now = time.monotonic()
+        if self.pending:
+            self.flush_pending()
+        if not self.listener.up and now >= self.listener.retry_at:
+            if self.listener.open():
+                self.update_listener_registration()
+                self.claim_wanted = True  # notifications may have been missed while it was down
+        if now >= self.next_probe:
+            self.next_probe = now + self.config.poll_interval
+            if self.listener.up and not self.listener.probe():
+                self.update_listener_registration()
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.config.heartbeat_interval
+            self.heartbeat()
+        if now >= self.next_rescue:
+            self.next_rescue = now + max(self.config.heartbeat_interval, 1.0)
+            self.rescue()
+        if now >= self.next_poll:
+            self.next_poll = now + self.config.poll_interval
+            self.claim_wanted = True
+            self.refresh_next_due()
+        if self.next_due_wall is not None and time.time() >= self.next_due_wall:
+            self.next_due_wall = None
+            self.claim_wanted = True
+            self.refresh_next_due()
+
+    def on_listen_readable(self) -> None:
+        for channel, payload in self.listener.drain():
+            if channel == self.q.channel:
+                due = parse_due(payload)
+                if due is None or due - self.clock_offset <= time.time() + 0.001:
+                    self.claim_wanted = True
+                else:
+                    self.note_due(due)
+        if not self.listener.up:
+            self.update_listener_registration()
+
+    def update_listener_registration(self) -> None:
+        registered = getattr(self, "_listen_registered", None)
+        if registered is not None:
+            try:
+                self.selector.unregister(registered)
+            except (KeyError, ValueError):
+                pass
+            self._listen_registered = None
+        fd = self.listener.fileno()
+        if fd is not None:
+            self.selector.register(fd, selectors.EVENT_READ, self.on_listen_readable)
+            self._listen_registered = fd
+
+    def note_due(self, db_epoch: float | None) -> None:
+        """Remember a future run_at (database clock) so the loop wakes exactly then."""
+        if db_epoch is None:
+            return
+        local = db_epoch - self.clock_offset
+        if self.next_due_wall is None or local < self.next_due_wall:
+            self.next_due_wall = local
+
+    def refresh_next_due(self) -> None:
+        if not self.types:
+            return
+        cur = self.execute(self.q.jobs_next_run_at, {"types": list(self.types), "queues": self.queue_filter()})
+        if cur is None:
+            return
+        value = cur.fetchone()[0]
+        if value is not None:
+            # Never wake before the database's clock says it is due, and never spin.
+            local = max(value - self.clock_offset, time.time() + 0.005)
+            if self.next_due_wall is None or local < self.next_due_wall:
+                self.next_due_wall = local
+
+    def heartbeat(self) -> None:
+        busy = self.pool.busy()
+        cur = self.execute(self.q.runner_heartbeat, {
+            "id": self.runner_id, "children": len(self.pool), "busy": len(busy),
+            "job_types": sorted(self.types), "info": "{}",
+        })
+        if cur is None:
+            return
+        if cur.fetchone() is None:  # a rescuer thought we were dead: register again
+            self.log.warning("runner_reregistered", runner=self.runner_id)
+            self.execute(self.q.runner_upsert, self.runner_row())
+        if busy:
+            cur = self.execute(self.q.jobs_lock_lost, {"ids": [c.job.id for c in busy],
+                                                       "locks": [c.job.lock for c in busy]})
+            if cur is not None:
+                lost = {row[0] for row in cur.fetchall()}
+                for child in busy:
+                    if child.job is not None and child.job.id in lost:
+                        # Recovered elsewhere, killed or deleted: this attempt can no longer complete.
+                        self.pool.kill(child, "lock_lost")
+
+    def rescue(self) -> None:
+        db = self.db()
+        if db is None:
+            return
+        try:
+            maxes = {name: opts.get("max_attempts", DEFAULT_MAX_ATTEMPTS) for name, opts in self.types.items()}
+            rescued = self.rescuer.run_once(db, maxes)
+        except psycopg.OperationalError as error:
+            self.db_lost(error)
+            return
+        for job in rescued:
+            self.log.warning("job_recovered", job_id=job.id, job_type=job.job_type, queue=job.queue,
+                             status=job.status, attempt=job.attempts, reason=job.reason)
+        if rescued:
+            self.claim_wanted = True
+
+    # ======================================================================================
+    # Claim and hand out
+    # ======================================================================================
+    def queue_filter(self) -> list[str] | None:
+        return sorted(self.config.queues) if self.config.queues is not None else None
+
+    def claim_and_hand_out(self) -> None:
+        if self.draining or not self.claim_wanted or not self.types:
+            return
+        idle = self.pool.idle()
+        if not idle:
+            return
+        cur = self.execute(self.q.jobs_claim, {
+            "n": len(idle), "types": list(self.types), "queues": self.queue_filter(),
+            "locks": [c.lock for c in idle],
+        })
+        if cur is None:
+            return
+        rows = cur.fetchall()
+        self.claim_wanted = len(rows) == len(idle)  # a full batch: more may be waiting
+        by_lock = {c.lock: c for c in idle}
+        now = time.monotonic()
+        for job_id, queue, job_type, payload, priority, run_at, attempts, max_attempts, lock in rows:
+            child = by_lock[lock]
+            opts = self.types.get(job_type, {})
+            timeout = opts.get("timeout")
+            running = Running(id=job_id, job_type=job_type, queue=queue, attempts=attempts,
+                              max_attempts=max_attempts, lock=lock, started=now,
+                              deadline=now + timeout if timeout else None, timeout=timeout)
+            spec = {"id": job_id, "job_type": job_type, "queue": queue, "priority": priority,
+                    "run_at": run_at.timestamp(), "attempts": attempts, "max_attempts": max_attempts,
+                    "lock": lock}
+            self.log.info("job_started", job_id=job_id, job_type=job_type, queue=queue, attempt=attempts,
+                          child_pid=child.pid)
+            if not self.pool.hand_out(child, running, spec, payload):
+                # The child died between claim and hand-out; reaping records the attempt.
+                continue
+
+    # ======================================================================================
+    # Status
+    # ======================================================================================
+    def status_line(self) -> str:
+        busy = len(self.pool.busy())
+        state = "draining" if self.draining else "serving"
+        return (f"{state}: {busy}/{len(self.pool)} children busy, {self.stats['succeeded']} succeeded, "
+                f"{self.stats['failed']} failed, {self.stats['retry']} retried")
+
+    def report_status(self) -> None:
+        if not self.notifier.enabled:
+            return
+        line = self.status_line()
+        if line != self.last_status:
+            self.last_status = line
+            self.notifier.status(line)
+
+
+def run_supervisor(config: Config, dsn: str) -> int:
+    return Supervisor(config, dsn).run()
+
+

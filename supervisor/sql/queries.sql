@@ -1,0 +1,260 @@
+-- Every statement jobsupervisor runs against the jobs table, in one place.
+-- Blocks start with "-- name: <noun_verb>" and a one-line description; {table}, {runners}
+-- and {channel} are filled in per configured table by supervisor/queries.py. Parameters are
+-- psycopg named placeholders. The state machine of SPEC §2 lives here.
+
+-- name: job_insert
+-- Enqueue one job; with a unique_key that is taken, inserts nothing (the caller looks it up).
+INSERT INTO {table} (job_type, payload, queue, priority, run_at, max_attempts, unique_key)
+VALUES (%(job_type)s, %(payload)s, %(queue)s, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+        %(max_attempts)s, %(unique_key)s)
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('queued', 'retry', 'running')
+DO NOTHING
+RETURNING id
+
+-- name: job_insert_many
+-- Enqueue many jobs in one statement from parallel arrays; ids come back in input order.
+INSERT INTO {table} (job_type, payload, queue, priority, run_at, max_attempts, unique_key)
+SELECT t.job_type, t.payload, t.queue, t.priority,
+       coalesce(t.run_at, now() + make_interval(secs => t.delay)), t.max_attempts, t.unique_key
+FROM unnest(%(job_types)s::text[], %(payloads)s::jsonb[], %(queues)s::text[], %(priorities)s::int[],
+            %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[], %(unique_keys)s::text[])
+     WITH ORDINALITY AS t(job_type, payload, queue, priority, run_at, delay, max_attempts, unique_key, ord)
+ORDER BY t.ord
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('queued', 'retry', 'running')
+DO NOTHING
+RETURNING id, unique_key
+
+-- name: job_get_by_unique_key
+-- The live job holding a unique_key.
+SELECT id FROM {table}
+WHERE unique_key = %(unique_key)s AND status IN ('queued', 'retry', 'running')
+
+-- name: jobs_claim
+-- Claim up to %(n)s runnable jobs of the handled types (and served queues), highest priority
+-- first; each claimed row gets one of %(locks)s (the child that will run it) as locked_by.
+WITH candidates AS (
+    SELECT id
+    FROM {table}
+    WHERE status IN ('queued', 'retry')
+      AND run_at <= now()
+      AND job_type = ANY(%(types)s::text[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+), slots AS (
+    SELECT id, row_number() OVER () AS slot FROM candidates
+)
+UPDATE {table} AS j
+SET status = 'running',
+    attempts = j.attempts + 1,
+    locked_by = (%(locks)s::text[])[slots.slot],
+    locked_at = now(),
+    updated_at = now()
+FROM slots
+WHERE j.id = slots.id
+RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.run_at,
+          j.attempts, j.max_attempts, j.locked_by
+
+-- name: job_set_succeeded
+-- Record success, fenced: only the child that holds the lock can complete the job.
+UPDATE {table}
+SET status = 'succeeded', finished_at = now(), updated_at = now()
+WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
+
+-- name: job_set_failed_or_retry
+-- Record a failed attempt, fenced: retry after %(delay)s seconds, or failed once attempts are used up.
+UPDATE {table}
+SET status = CASE WHEN attempts >= coalesce(max_attempts, %(default_max_attempts)s) THEN 'failed' ELSE 'retry' END,
+    run_at = CASE WHEN attempts >= coalesce(max_attempts, %(default_max_attempts)s) THEN run_at
+                  ELSE now() + make_interval(secs => %(delay)s) END,
+    finished_at = CASE WHEN attempts >= coalesce(max_attempts, %(default_max_attempts)s) THEN now() END,
+    locked_by = CASE WHEN attempts >= coalesce(max_attempts, %(default_max_attempts)s) THEN locked_by END,
+    locked_at = CASE WHEN attempts >= coalesce(max_attempts, %(default_max_attempts)s) THEN locked_at END,
+    last_error = %(error)s,
+    updated_at = now()
+WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
+RETURNING status, extract(epoch FROM run_at)::float8 AS run_at
+
+-- name: job_set_killed
+-- A running job killed by an operator fails at once, whatever attempts remain.
+UPDATE {table}
+SET status = 'failed', finished_at = now(), updated_at = now(), last_error = %(error)s
+WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
+
+-- name: job_return
+-- Give a running job back (graceful shutdown ran out of time, or its completion was cut off):
+-- queued again at once, and the interrupted attempt does not count.
+UPDATE {table}
+SET status = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
+    locked_by = NULL, locked_at = NULL, updated_at = now()
+WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
+
+-- name: jobs_next_run_at
+-- When the next not-yet-due job of the handled types becomes due (epoch seconds), if any.
+SELECT extract(epoch FROM min(run_at))::float8
+FROM {table}
+WHERE status IN ('queued', 'retry') AND run_at > now() AND job_type = ANY(%(types)s::text[])
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+
+-- name: jobs_lock_lost
+-- Which of our running jobs are no longer ours (recovered by a rescuer, killed, deleted).
+SELECT x.id
+FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS x(id, lock)
+LEFT JOIN {table} j ON j.id = x.id AND j.status = 'running' AND j.locked_by = x.lock
+WHERE j.id IS NULL
+
+-- name: jobs_rescue
+-- Running jobs whose runner is gone (listed dead, row missing, heartbeat stale) or whose lock is
+-- older than lock_timeout go to retry, or to failed once attempts are used up; the attempt counts.
+WITH lost AS (
+    SELECT j.id,
+           CASE
+               WHEN r.id IS NULL THEN 'runner ' || split_part(j.locked_by, '/', 1) || ' is gone'
+               WHEN r.id = ANY(%(dead_runners)s::text[]) THEN 'runner ' || r.id || ' died (process gone)'
+               WHEN r.heartbeat_at < now() - make_interval(secs => %(stale_after)s)
+                   THEN 'runner ' || r.id || ' stopped sending heartbeats at ' || r.heartbeat_at::text
+               ELSE 'lock older than lock_timeout (' || %(lock_timeout_text)s || ')'
+           END AS reason
+    FROM {table} j
+    LEFT JOIN {runners} r ON r.id = split_part(j.locked_by, '/', 1)
+    WHERE j.status = 'running'
+      AND (r.id IS NULL
+           OR r.id = ANY(%(dead_runners)s::text[])
+           OR r.heartbeat_at < now() - make_interval(secs => %(stale_after)s)
+           OR j.locked_at < now() - make_interval(secs => %(lock_timeout)s))
+    ORDER BY j.id
+    LIMIT %(batch)s
+    FOR UPDATE OF j SKIP LOCKED
+), decided AS (
+    SELECT lost.id, lost.reason,
+           j.attempts >= coalesce(j.max_attempts,
+                                  (SELECT m FROM unnest(%(types)s::text[], %(type_max_attempts)s::int[]) AS t(name, m)
+                                   WHERE t.name = j.job_type),
+                                  %(default_max_attempts)s) AS exhausted
+    FROM lost JOIN {table} j ON j.id = lost.id
+)
+UPDATE {table} AS j
+SET status = CASE WHEN decided.exhausted THEN 'failed' ELSE 'retry' END,
+    run_at = CASE WHEN decided.exhausted THEN j.run_at ELSE now() END,
+    finished_at = CASE WHEN decided.exhausted THEN now() END,
+    locked_by = CASE WHEN decided.exhausted THEN j.locked_by END,
+    locked_at = CASE WHEN decided.exhausted THEN j.locked_at END,
+    last_error = 'recovered: ' || decided.reason || ' (attempt ' || j.attempts || ')'
+                 || coalesce(E'\nprevious error: ' || j.last_error, ''),
+    updated_at = now()
+FROM decided
+WHERE j.id = decided.id
+RETURNING j.id, j.job_type, j.queue, j.status, j.attempts, decided.reason
+
+-- name: runner_upsert
+-- Register this supervisor (or re-register after a rescuer removed its row).
+INSERT INTO {runners} (id, host, pid, pidns, started_at, heartbeat_at, children, busy, queues, job_types, version)
+VALUES (%(id)s, %(host)s, %(pid)s, %(pidns)s, to_timestamp(%(started_at)s), now(), %(children)s, %(busy)s,
+        %(queues)s, %(job_types)s, %(version)s)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(), children = excluded.children, busy = excluded.busy,
+    queues = excluded.queues, job_types = excluded.job_types
+
+-- name: runner_heartbeat
+-- Heartbeat from the loop that does the work; returns the row (info carries operator requests).
+UPDATE {runners}
+SET heartbeat_at = now(), children = %(children)s, busy = %(busy)s, job_types = %(job_types)s,
+    info = info || %(info)s::jsonb
+WHERE id = %(id)s
+RETURNING info
+
+-- name: runner_delete
+-- A runner leaves after giving its jobs back.
+DELETE FROM {runners} WHERE id = %(id)s
+
+-- name: runners_on_host
+-- Runners registered from this host and pid namespace: candidates for the dead-pid check.
+SELECT id, pid, extract(epoch FROM started_at)::float8 AS started_at
+FROM {runners}
+WHERE host = %(host)s AND pidns = %(pidns)s AND id <> %(id)s
+
+-- name: runners_delete_stale
+-- Forget runners that are dead or silent for long; their jobs were rescued first.
+DELETE FROM {runners}
+WHERE id = ANY(%(dead_runners)s::text[])
+   OR heartbeat_at < now() - make_interval(secs => %(forget_after)s)
+
+-- name: runners_list
+-- Live and recently seen runners, for status and the dashboard.
+SELECT id, host, pid, started_at, heartbeat_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age,
+       children, busy, queues, job_types, version, info
+FROM {runners}
+ORDER BY host, pid
+
+-- name: jobs_count_by_status
+-- Counts by status, type and queue.
+SELECT status, job_type, queue, count(*) AS n
+FROM {table}
+GROUP BY status, job_type, queue
+ORDER BY job_type, queue, status
+
+-- name: job_oldest_waiting
+-- The waiting job that has been due the longest.
+SELECT id, job_type, queue, run_at, extract(epoch FROM now() - run_at)::float8 AS waiting_seconds
+FROM {table}
+WHERE status IN ('queued', 'retry') AND run_at <= now()
+ORDER BY run_at, id
+LIMIT 1
+
+-- name: job_get
+-- One job, whole.
+SELECT id, queue, job_type, payload, status, priority, run_at, attempts, max_attempts,
+       last_error, locked_by, locked_at, unique_key, created_at, updated_at, finished_at
+FROM {table}
+WHERE id = %(id)s
+
+-- name: jobs_list
+-- Jobs matching optional filters, newest first, keyset-paginated by id.
+SELECT id, queue, job_type, status, priority, run_at, attempts, max_attempts,
+       left(last_error, 200) AS last_error, locked_by, created_at, updated_at, finished_at
+FROM {table}
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: jobs_notify
+-- Wake listening supervisors (after operator changes that make jobs runnable).
+SELECT pg_notify({channel}, extract(epoch FROM now())::text)
+
+-- name: jobs_retry
+-- Operator: failed or cancelled jobs go back to queued, due now.
+UPDATE {table}
+SET status = 'queued', run_at = now(), finished_at = NULL, locked_by = NULL, locked_at = NULL, updated_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('failed', 'cancelled')
+RETURNING id
+
+-- name: jobs_cancel
+-- Operator: waiting jobs are cancelled and will not run.
+UPDATE {table}
+SET status = 'cancelled', finished_at = now(), updated_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('queued', 'retry')
+RETURNING id
+
+-- name: jobs_run_now
+-- Operator: waiting jobs become due at once.
+UPDATE {table}
+SET run_at = now(), updated_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('queued', 'retry')
+RETURNING id
+
+-- name: jobs_delete
+-- Operator: remove jobs that are not running.
+DELETE FROM {table}
+WHERE id = ANY(%(ids)s::bigint[]) AND status <> 'running'
+RETURNING id
+
+-- name: jobs_status_of
+-- The status of each given id that exists.
+SELECT id, status FROM {table} WHERE id = ANY(%(ids)s::bigint[])

@@ -1,0 +1,123 @@
+"""Handlers the tests run inside real child processes.
+
+Effects go to the ``effects`` table (created on demand) so tests can count how often a
+handler really ran, and whether writes through ``job.conn`` committed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+
+import psycopg
+
+from supervisor import job
+
+EFFECTS_DDL = """CREATE TABLE IF NOT EXISTS effects (
+    id bigserial PRIMARY KEY, job_id bigint NOT NULL, attempt int NOT NULL, kind text NOT NULL,
+    pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"""
+
+
+def record(job, kind: str = "ran", via_job_conn: bool = False) -> None:
+    """Write an effect row; through job.conn it commits only with the job's success."""
+    if via_job_conn:
+        job.conn.execute("INSERT INTO effects (job_id, attempt, kind, pid) VALUES (%s, %s, %s, %s)",
+                         (job.id, job.attempts, kind, os.getpid()))
+        return
+    dsn = job.conn.info.dsn
+    with psycopg.connect(dsn, autocommit=True, password=job.conn.info.password) as conn:
+        conn.execute("INSERT INTO effects (job_id, attempt, kind, pid) VALUES (%s, %s, %s, %s)",
+                     (job.id, job.attempts, kind, os.getpid()))
+
+
+@job("noop")
+def noop(job):
+    pass
+
+
+@job("effect")
+def effect(job):
+    """Records one row through job.conn (exactly-once with success)."""
+    record(job, "ran", via_job_conn=True)
+    if job.payload.get("fail"):
+        raise RuntimeError("asked to fail after writing")
+
+
+@job("effect_outside")
+def effect_outside(job):
+    """Records one row on its own connection (at-least-once), then behaves as asked."""
+    record(job, "ran")
+    behave(job)
+
+
+@job("fail", max_attempts=3, backoff_delay="0s")
+def fail(job):
+    raise ValueError(f"boom {job.payload.get('tag', '')}".strip())
+
+
+@job("fail_then_ok", max_attempts=5, backoff_delay="1s")
+def fail_then_ok(job):
+    if job.attempts <= job.payload.get("fail_times", 1):
+        raise RuntimeError(f"failing attempt {job.attempts}")
+    record(job, "ok", via_job_conn=True)
+
+
+@job("sleep")
+def sleep(job):
+    record(job, "started")
+    time.sleep(float(job.payload.get("seconds", 1)))
+    record(job, "finished", via_job_conn=True)
+
+
+@job("timeout", timeout="1s", max_attempts=2, backoff_delay="0s")
+def timeout(job):
+    record(job, "started")
+    time.sleep(float(job.payload.get("seconds", 30)))
+
+
+@job("stubborn", timeout="1s", max_attempts=1)
+def stubborn(job):
+    """Ignores SIGTERM: the supervisor must escalate to SIGKILL."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    record(job, "started")
+    time.sleep(60)
+
+
+@job("crash", max_attempts=2, backoff_delay="0s")
+def crash(job):
+    record(job, "started")
+    behave(job)
+
+
+@job("crash_once", max_attempts=3, backoff_delay="0s")
+def crash_once(job):
+    record(job, "started")
+    if job.attempts == 1:
+        behave(job)
+    record(job, "ok", via_job_conn=True)
+
+
+@job("priority_probe")
+def priority_probe(job):
+    record(job, f"p{job.payload.get('p', 0)}", via_job_conn=True)
+
+
+@job("exit_handler", max_attempts=1)
+def exit_handler(job):
+    raise SystemExit(3)
+
+
+def behave(job) -> None:
+    how = job.payload.get("how")
+    if how == "exit":
+        os._exit(7)
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "segfault":
+        ctypes.string_at(0)
+    if how == "sleep":
+        time.sleep(float(job.payload.get("seconds", 30)))
+    if how == "raise":
+        raise RuntimeError("raised as asked")
