@@ -13,6 +13,10 @@ from .queries import queries_for
 STATUSES = ("queued", "running", "succeeded", "retry", "failed", "cancelled")
 
 
+# A runner silent this long no longer counts as handling its job types in ``status``.
+RUNNER_STALE_AFTER = 30.0
+
+
 def status(conn: psycopg.Connection, table: str) -> dict[str, Any]:
     q = queries_for(table)
     by_status = {s: 0 for s in STATUSES}
@@ -27,7 +31,9 @@ def status(conn: psycopg.Connection, table: str) -> dict[str, Any]:
         runners = cur.execute(q.runners_list).fetchall()
     handled = set()
     for runner in runners:
-        handled.update(runner["job_types"] or [])
+        runner["stale"] = runner["heartbeat_age"] > RUNNER_STALE_AFTER
+        if not runner["stale"]:
+            handled.update(runner["job_types"] or [])
     unhandled = sorted(t for t, counts in by_type.items()
                        if counts["queued"] + counts["retry"] > 0 and t not in handled)
     return {
@@ -94,3 +100,39 @@ def act(conn: psycopg.Connection, table: str, action: str, ids: list[int]) -> Ac
         if changed and action in ("retry", "run-now"):
             conn.execute(q.jobs_notify)
     return ActionResult(action, sorted(changed), refused)
+
+
+def kill(conn: psycopg.Connection, table: str, ids: list[int]) -> ActionResult:
+    """Fail running jobs with ``killed by operator`` and tell their runners to kill the child.
+
+    The row changes first (durable: a runner that misses the NOTIFY still sees at its next
+    heartbeat that its lock is gone), then the NOTIFY makes it immediate, across machines.
+    """
+    import json
+
+    q = queries_for(table)
+    with conn.transaction():
+        rows = conn.execute(q.jobs_kill, {"ids": ids}).fetchall()
+        for job_id, lock in rows:
+            conn.execute(q.control_notify, {"payload": json.dumps({"kill": job_id, "lock": lock})})
+        changed = [row[0] for row in rows]
+        refused: dict[int, str] = {}
+        rest = [i for i in ids if i not in set(changed)]
+        if rest:
+            found = dict(conn.execute(q.jobs_status_of, {"ids": rest}).fetchall())
+            for job_id in rest:
+                refused[job_id] = (f"job {job_id} does not exist" if job_id not in found
+                                   else f"job {job_id} is {found[job_id]}: only running jobs can be killed")
+    return ActionResult("kill", sorted(changed), refused)
+
+
+def stop_runner(conn: psycopg.Connection, table: str, runner_id: str) -> bool:
+    """Ask one runner to drain and exit; False when no such runner is registered."""
+    import json
+
+    q = queries_for(table)
+    with conn.transaction():
+        found = conn.execute(q.runner_request_stop, {"id": runner_id}).fetchone()
+        if found:
+            conn.execute(q.control_notify, {"payload": json.dumps({"stop": runner_id})})
+    return found is not None

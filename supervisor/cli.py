@@ -33,6 +33,26 @@ def _config_option(parser: argparse.ArgumentParser, top: bool) -> None:
                         help="configuration file (default: $JOBSUPERVISOR_CONFIG, else built-in defaults)")
 
 
+def _job_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a job id: {text!r}") from None
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"not a job id: {text!r} (ids are positive 64-bit integers)")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jobsupervisor", description="Postgres-backed background jobs, run by a supervisor.")
     _config_option(parser, top=True)
@@ -64,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["queued", "running", "succeeded", "retry", "failed", "cancelled"])
     p.add_argument("--type", dest="job_type")
     p.add_argument("--queue")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--before", type=int, metavar="ID", help="only jobs with an id below ID (next page)")
+    p.add_argument("--limit", type=_non_negative_int, default=50)
+    p.add_argument("--before", type=_job_id, metavar="ID", help="only jobs with an id below ID (next page)")
     p.add_argument("--json", action="store_true")
 
     p = add("show", "show one job")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_job_id)
     p.add_argument("--json", action="store_true")
 
     for name, text in (("retry", "put failed or cancelled jobs back in the queue"),
@@ -77,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("run-now", "make waiting jobs due now"),
                        ("delete", "delete jobs that are not running")):
         p = add(name, text)
-        p.add_argument("ids", type=int, nargs="+", metavar="ID")
+        p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
 
     p = add("stop", "gracefully stop the supervisor named by the pidfile, and wait")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -102,6 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as error:  # noqa: BLE001 - a database failure is a runtime failure, not a bug
+        import psycopg
+
+        if not isinstance(error, psycopg.Error):
+            raise
+        from .db import describe_error
+
+        print(f"jobsupervisor: database error: {describe_error(error)}", file=sys.stderr)
+        return 1
 
 
 def _main(argv: list[str]) -> int:
@@ -213,7 +242,10 @@ def cmd_enqueue(config, args) -> int:
         print(f"jobsupervisor: warning: could not import handlers ({type(error).__name__}: {error}); "
               "using configured defaults", file=sys.stderr)
     if args.job_type == "-":
-        jobs = _read_job_lines(sys.stdin)
+        if args.payload is not None:
+            raise UserError("enqueue -: the jobs come from stdin, one JSON object per line; give no PAYLOAD_JSON",
+                            exit_code=2)
+        jobs = _read_job_lines(sys.stdin, config)
         with _connect(config, autocommit=False) as conn:
             _require_schema(conn, config)
             try:
@@ -267,7 +299,8 @@ def cmd_enqueue(config, args) -> int:
     return 0
 
 
-def _read_job_lines(stream) -> list[dict[str, Any]]:
+def _read_job_lines(stream, config=None) -> list[dict[str, Any]]:
+    from .enqueue import _row
     from .errors import UserError
 
     jobs = []
@@ -287,6 +320,10 @@ def _read_job_lines(stream) -> list[dict[str, Any]]:
         unknown = sorted(set(item) - allowed)
         if unknown:
             raise UserError(f"stdin line {number}: unknown field(s) {', '.join(unknown)}; nothing enqueued", exit_code=2)
+        try:  # every line is checked before anything is sent, so the error can name the line
+            _row(config=config, **item)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"stdin line {number}: {error}; nothing enqueued", exit_code=2) from None
         jobs.append(item)
     return jobs
 
@@ -325,7 +362,7 @@ def cmd_status(config, args) -> int:
     for r in data["runners"]:
         queues = ",".join(r["queues"]) if r["queues"] else "all"
         print(f"runner {r['id']}: {r['busy']}/{r['children']} children busy, queues {queues}, "
-              f"heartbeat {_age(r['heartbeat_age'])} ago, version {r['version']}")
+              f"heartbeat {_age(r['heartbeat_age'])} ago, version {r['version']}" + (" (STALE: not heard from)" if r.get('stale') else ""))
     return 0
 
 
@@ -341,7 +378,7 @@ def cmd_jobs(config, args) -> int:
         return 0
     print(f"{'id':>10}  {'status':<10} {'type':<24} {'queue':<12} {'attempts':>8}  {'run_at':<25} last_error")
     for r in rows:
-        error = (r["last_error"] or "").splitlines()[-1][:60] if r["last_error"] else ""
+        error = (r["error_summary"] or "")[:60]
         attempts = f"{r['attempts']}/{r['max_attempts'] or '-'}"
         print(f"{r['id']:>10}  {r['status']:<10} {r['job_type'][:24]:<24} {r['queue'][:12]:<12} {attempts:>8}  "
               f"{r['run_at'].isoformat(timespec='seconds'):<25} {error}")

@@ -8,6 +8,7 @@ connection of their own when given a DSN string.
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping
@@ -51,16 +52,46 @@ def _payload_text(job_type: str, payload: Any) -> str:
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as error:
         raise TypeError(f"payload of job type {job_type!r} is not JSON-serialisable: {error}") from None
-    if "\\u0000" in text:
-        raise ValueError(f"payload of job type {job_type!r} contains a NUL character, which jsonb cannot store")
+    if _JSON_NUL.search(text):
+        raise ValueError(f"payload of job type {job_type!r} contains a NUL character (\\u0000), which jsonb cannot store")
     return text
+
+
+# A JSON-escaped NUL: "\u0000" preceded by an even number of backslashes (an escaped
+# backslash followed by the text "u0000" is not a NUL and jsonb stores it fine).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _text(name: str, value: Any, *, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise ValueError(f"{name} {value!r} contains a NUL character, which Postgres text cannot store")
+    return value
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= _INT32[1]:
+        raise ValueError(f"{name} must be an integer from {low} to {_INT32[1]}, got {value!r}")
+    return value
 
 
 def _run_at(run_at: datetime | str | None) -> datetime | None:
     if run_at is None:
         return None
     if isinstance(run_at, str):
-        run_at = datetime.fromisoformat(run_at)
+        try:
+            run_at = datetime.fromisoformat(run_at)
+        except ValueError:
+            raise ValueError(f"run_at must be an ISO 8601 time like 2026-01-31T12:00:00+00:00, got {run_at!r}") from None
+    if not isinstance(run_at, datetime):
+        raise ValueError(f"run_at must be a datetime or an ISO 8601 string, got {run_at!r}")
     if run_at.tzinfo is None:  # naive datetimes are taken as UTC, the only unambiguous reading
         run_at = run_at.replace(tzinfo=timezone.utc)
     return run_at
@@ -70,28 +101,39 @@ def _delay(delay: float | str | timedelta | None) -> float:
     if delay is None:
         return 0.0
     if isinstance(delay, timedelta):
-        return delay.total_seconds()
-    return parse_duration(delay)
+        seconds = delay.total_seconds()
+        if seconds < 0:
+            raise ValueError(f"delay must not be negative, got {delay!r}")
+    else:
+        try:
+            seconds = parse_duration(delay)
+        except ValueError as error:
+            raise ValueError(f"delay: {error}") from None
+    if seconds > _MAX_DELAY:
+        raise ValueError(f"delay must be at most {_MAX_DELAY:.0f} seconds (about 100 years), got {delay!r}")
+    return seconds
+
+
+_MAX_DELAY = 100 * 365.25 * 86400
 
 
 def _row(job_type: str, payload: Any = None, *, run_at=None, delay=None, priority=None, queue=None,
          max_attempts=None, unique_key=None, config=None) -> dict[str, Any]:
-    if not isinstance(job_type, str) or not job_type:
-        raise ValueError("job_type must be a non-empty string")
+    _text("job_type", job_type, optional=False)
     if run_at is not None and delay is not None:
         raise ValueError("give run_at or delay, not both")
-    if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
-        raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+    if max_attempts is not None:
+        _int("max_attempts", max_attempts, 1)
     opts = options_for(job_type, config)
     return {
         "job_type": job_type,
         "payload": _payload_text(job_type, payload),
-        "queue": queue if queue is not None else opts.queue,
-        "priority": int(priority if priority is not None else opts.priority),
+        "queue": _text("queue", queue if queue is not None else opts.queue, optional=False),
+        "priority": _int("priority", priority if priority is not None else opts.priority, _INT32[0]),
         "run_at": _run_at(run_at),
         "delay": _delay(delay),
         "max_attempts": max_attempts,
-        "unique_key": unique_key,
+        "unique_key": _text("unique_key", unique_key, optional=True),
     }
 
 
@@ -109,15 +151,21 @@ def enqueue(conn, job_type: str, payload: Any = None, *, run_at: datetime | str 
     row["payload"] = Jsonb(row["payload"], dumps=_identity)
     q = queries_for(table)
     with _connection(conn) as c:
-        for _ in range(5):
-            found = c.execute(q.job_insert, row).fetchone()
-            if found is not None:
-                return JobId(found[0], True)
-            existing = c.execute(q.job_get_by_unique_key, {"unique_key": unique_key}).fetchone()
-            if existing is not None:
-                return JobId(existing[0], False)
-            # The holder finished between our insert and our look-up: insert again.
-        raise RuntimeError(f"could not enqueue {job_type!r} with unique_key {unique_key!r}: key kept changing hands")
+        return _insert_one(c, q, row)
+
+
+def _insert_one(c: psycopg.Connection, q, row: dict[str, Any]) -> JobId:
+    """Insert one prepared row, or return the live job holding its unique_key."""
+    for _ in range(5):
+        found = c.execute(q.job_insert, row).fetchone()
+        if found is not None:
+            return JobId(found[0], True)
+        existing = c.execute(q.job_get_by_unique_key, {"unique_key": row["unique_key"]}).fetchone()
+        if existing is not None:
+            return JobId(existing[0], False)
+        # The holder finished between our insert and our look-up: insert again.
+    raise RuntimeError(f"could not enqueue {row['job_type']!r} with unique_key {row['unique_key']!r}: "
+                       "key kept changing hands")
 
 
 def enqueue_many(conn, jobs: Iterable[Mapping[str, Any]], *, table: str = "jobs", config=None) -> list[JobId]:
@@ -134,7 +182,10 @@ def enqueue_many(conn, jobs: Iterable[Mapping[str, Any]], *, table: str = "jobs"
                              "max_attempts", "unique_key"}
         if extra:
             raise ValueError(f"job #{index + 1}: unknown field(s) {', '.join(sorted(extra))}")
-        rows.append(_row(config=config, **item))
+        try:
+            rows.append(_row(config=config, **item))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"job #{index + 1}: {error}") from None
     if not rows:
         return []
     params = {
@@ -164,12 +215,13 @@ def enqueue_many(conn, jobs: Iterable[Mapping[str, Any]], *, table: str = "jobs"
                 ids.append(JobId(by_key[key], True))
             else:
                 existing = by_key.get(key)
-                if existing is None:
-                    found = c.execute(q.job_get_by_unique_key, {"unique_key": key}).fetchone()
-                    existing = found[0] if found else None
-                if existing is None:
-                    raise RuntimeError(f"could not enqueue {r['job_type']!r} with unique_key {key!r}")
-                ids.append(JobId(existing, False))
+                if existing is not None:
+                    ids.append(JobId(existing, False))
+                else:  # held by a job that was there before this batch (or that just finished)
+                    job_id = _insert_one(c, q, dict(r, payload=Jsonb(r["payload"], dumps=_identity)))
+                    by_key[key] = int(job_id)
+                    seen_keys.add(key)
+                    ids.append(job_id)
         return ids
 
 

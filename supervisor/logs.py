@@ -96,6 +96,13 @@ def _truncate(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]
     return event
 
 
+def _key_order(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """timestamp, level, event and pid first: what a human scanning the raw stream looks for."""
+    head = {key: event.pop(key) for key in ("timestamp", "level", "event", "pid") if key in event}
+    head.update(event)
+    return head
+
+
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":"))
 
@@ -109,6 +116,7 @@ def configure(fmt: str = "json", level: str = "info", *, syslog_address: str | N
         _add_pid,
         _truncate,
         structlog.processors.format_exc_info,
+        _key_order,
     ]
     if fmt == "console":
         colors = False

@@ -56,6 +56,28 @@ def current_version(conn: psycopg.Connection, table: str) -> int:
     return int(row[0])
 
 
+# The columns 0001 creates: a pre-existing table without them belongs to someone else.
+_OWN_COLUMNS = {"id", "queue", "job_type", "payload", "status", "priority", "run_at", "attempts", "max_attempts",
+                "last_error", "locked_by", "locked_at", "unique_key", "created_at", "updated_at", "finished_at"}
+
+
+def _refuse_foreign_table(conn: psycopg.Connection, table: str) -> None:
+    """Never adopt an unrelated table that happens to have our name (``jobs`` is a common one):
+    ``CREATE TABLE IF NOT EXISTS`` would skip it and record the migration as applied."""
+    oid = conn.execute("SELECT to_regclass(%s)::oid", (identifiers(table)["table"],)).fetchone()[0]
+    if oid is None:
+        return
+    have = {row[0] for row in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped", (oid,))}
+    missing = sorted(_OWN_COLUMNS - have)
+    if missing:
+        from .errors import UserError
+
+        raise UserError(f"table {table!r} already exists and is not a jobsupervisor jobs table "
+                        f"(it has no column {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                        "set database.table to another name", exit_code=2)
+
+
 def migrate(conn: psycopg.Connection, table: str) -> list[Migration]:
     """Apply every pending migration; returns those applied (empty when up to date).
 
@@ -71,6 +93,8 @@ def migrate(conn: psycopg.Connection, table: str) -> list[Migration]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {row[0] for row in conn.execute(f"SELECT version FROM {names['migrations']}")}
+        if not done:
+            _refuse_foreign_table(conn, table)
         for migration in available():
             if migration.version in done:
                 continue

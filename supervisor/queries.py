@@ -37,6 +37,7 @@ def identifiers(table: str) -> dict[str, str]:
         "notify_fn": quote_ident(f"{table}_notify"),
         "notify_trigger": quote_ident(f"{table}_notify_insert"),
         "channel": quote_literal(channel_name(table)),
+        "control_channel": quote_literal(control_channel_name(table)),
     }
 
 

@@ -58,6 +58,20 @@ WHERE j.id = slots.id
 RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.run_at,
           j.attempts, j.max_attempts, j.locked_by
 
+-- name: jobs_count_due
+-- How many runnable jobs of the handled types (and served queues) are waiting, counted up to
+-- %(limit)s: whether the pool should grow.
+SELECT count(*)
+FROM (
+    SELECT 1
+    FROM {table}
+    WHERE status IN ('queued', 'retry')
+      AND run_at <= now()
+      AND job_type = ANY(%(types)s::text[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    LIMIT %(limit)s
+) AS due
+
 -- name: job_set_succeeded
 -- Record success, fenced: only the child that holds the lock can complete the job.
 UPDATE {table}
@@ -100,8 +114,9 @@ WHERE status IN ('queued', 'retry') AND run_at > now() AND job_type = ANY(%(type
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 
 -- name: jobs_lock_lost
--- Which of our running jobs are no longer ours (recovered by a rescuer, killed, deleted).
-SELECT x.id
+-- Which of our running attempts (id, lock) no longer hold their job (recovered by a rescuer,
+-- killed, deleted).
+SELECT x.id, x.lock
 FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS x(id, lock)
 LEFT JOIN {table} j ON j.id = x.id AND j.status = 'running' AND j.locked_by = x.lock
 WHERE j.id IS NULL
@@ -214,8 +229,13 @@ WHERE id = %(id)s
 
 -- name: jobs_list
 -- Jobs matching optional filters, newest first, keyset-paginated by id.
+-- error_summary is one line: a traceback's last line (the exception), else the first line.
 SELECT id, queue, job_type, status, priority, run_at, attempts, max_attempts,
-       left(last_error, 200) AS last_error, locked_by, created_at, updated_at, finished_at
+       left(last_error, 200) AS last_error,
+       left(CASE WHEN starts_with(last_error, 'Traceback')
+                 THEN substring(rtrim(last_error, E' \n') FROM '[^\n]*$')
+                 ELSE split_part(last_error, E'\n', 1) END, 200) AS error_summary,
+       locked_by, created_at, updated_at, finished_at
 FROM {table}
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
@@ -229,9 +249,11 @@ LIMIT %(limit)s
 SELECT pg_notify({channel}, extract(epoch FROM now())::text)
 
 -- name: jobs_retry
--- Operator: failed or cancelled jobs go back to queued, due now.
+-- Operator: failed or cancelled jobs go back to queued, due now, with a fresh set of attempts
+-- (last_error stays until the next attempt replaces it).
 UPDATE {table}
-SET status = 'queued', run_at = now(), finished_at = NULL, locked_by = NULL, locked_at = NULL, updated_at = now()
+SET status = 'queued', run_at = now(), attempts = 0, finished_at = NULL, locked_by = NULL, locked_at = NULL,
+    updated_at = now()
 WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('failed', 'cancelled')
 RETURNING id
 
@@ -258,3 +280,22 @@ RETURNING id
 -- name: jobs_status_of
 -- The status of each given id that exists.
 SELECT id, status FROM {table} WHERE id = ANY(%(ids)s::bigint[])
+
+-- name: jobs_kill
+-- Operator: running jobs fail at once with "killed by operator"; the runner holding each one
+-- kills its child when told (NOTIFY) or at its next heartbeat (its lock is gone).
+UPDATE {table}
+SET status = 'failed', finished_at = now(), updated_at = now(), last_error = 'killed by operator'
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running'
+RETURNING id, locked_by
+
+-- name: control_notify
+-- Tell runners about an operator request (payload is JSON: {"kill": id, "lock": ...} or {"stop": runner}).
+SELECT pg_notify({control_channel}, %(payload)s)
+
+-- name: runner_request_stop
+-- Operator: ask one runner to drain and exit (seen at its next heartbeat even if NOTIFY is missed).
+UPDATE {runners}
+SET info = info || '{"stop": true}'::jsonb
+WHERE id = %(id)s
+RETURNING id
