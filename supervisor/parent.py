@@ -5,6 +5,7 @@ output pipes at once, with a timeout equal to the next due time. Then, every tic
 
     handle signals -> read children -> reap children -> kill overdue children
     -> database chores (flush, heartbeat, rescue, poll) -> manage the pool -> claim and hand out
+    -> grow the pool if work is still waiting
 
 Signal handlers only record the signal number; everything else happens here, in the loop.
 """
@@ -12,6 +13,7 @@ Signal handlers only record the signal number; everything else happens here, in 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import secrets
 import selectors
@@ -99,6 +101,10 @@ class Supervisor:
         self.exit_code = 0
         self.ready_sent = False
         self.boot_failures = 0
+        # Why the supervisor cannot go on (a child cannot boot). Set where it is noticed, raised
+        # by the tick: noticing happens in selector callbacks and while reaping, also during the
+        # final cleanup, where a second child's boot error must not escape as a traceback.
+        self.fatal: str | None = None
         self.stats = collections.Counter()
         self.last_status = ""
 
@@ -230,10 +236,13 @@ class Supervisor:
             return
         self.read_children()
         self.reap_children()
+        if self.fatal is not None:
+            raise FatalError(self.fatal)
         self.kill_overdue()
         self.database_chores()
         self.manage_pool()
         self.claim_and_hand_out()
+        self.grow_for_waiting_work()
         self.report_status()
 
     def wait(self, timeout: float) -> None:
@@ -405,7 +414,7 @@ class Supervisor:
                 self.job_done(child, message)
             elif op == protocol.BOOT_ERROR:
                 child.ending = "boot_error"
-                raise FatalError(f"child {child.pid} could not start: {message.get('error')}")
+                self.give_up(f"child {child.pid} could not start: {message.get('error')}")
 
     def on_child_output(self, child: Child) -> None:
         for line in self.pool.read_output(child):
@@ -478,12 +487,7 @@ class Supervisor:
     def child_exited(self, child: Child) -> None:
         # Whatever it said or printed last is still in the pipes: read it before judging.
         self.on_child_output_final(child)
-        try:
-            self.on_child_message(child)
-        except FatalError:
-            self.unregister_child(child)
-            self.pool.forget(child)
-            raise
+        self.on_child_message(child)
         self.unregister_child(child)
         self.pool.forget(child)
         status = child.exit_status if child.exit_status is not None else 0
@@ -492,10 +496,16 @@ class Supervisor:
         if child.state == BOOTING and child.ending is None:
             self.boot_failures += 1
             if status == protocol.EXIT_BOOT_ERROR or self.boot_failures >= BOOT_FAILURES_TO_GIVE_UP:
-                raise FatalError(f"child {child.pid} exited before it was ready ({describe_exit(status)}); "
-                                 "see its output above")
+                self.give_up(f"child {child.pid} exited before it was ready ({describe_exit(status)}); "
+                             "see its output above")
         if child.job is not None:
             self.job_lost_with_child(child, status)
+
+    def give_up(self, reason: str) -> None:
+        """Remember the first reason to stop (the tick raises FatalError); later ones, such as
+        the other children's identical boot errors, add nothing."""
+        if self.fatal is None:
+            self.fatal = reason
 
     def on_child_output_final(self, child: Child) -> None:
         for line in self.pool.read_output(child, final=True):
@@ -570,11 +580,6 @@ class Supervisor:
             if self.spawn_child() is None:
                 break
             live.append(None)  # type: ignore[arg-type]
-        # Grow while work is waiting and every child is taken.
-        booting = len(self.pool.in_state(BOOTING))
-        if (self.claim_wanted and not self.pool.idle() and booting < MAX_BOOTING
-                and len(live) < self.children_max and self.conn is not None and self.types):
-            self.spawn_child()
         # Shrink: retire children idle too long above the minimum, or above a lowered maximum.
         now = time.monotonic()
         live = [c for c in self.pool if c.ending is None]
@@ -587,6 +592,31 @@ class Supervisor:
                 self.log.info("child_retiring", child_pid=child.pid, idle_seconds=round(now - child.idle_since, 1))
                 self.pool.ask_to_stop(child, "retire", self.config.children.kill_grace)
                 live.remove(child)
+
+    def grow_for_waiting_work(self) -> None:
+        """After the claim: every child is taken and the batch was full, so start as many
+        children as there are jobs waiting beyond those already booting. It runs after the
+        claim, not before: with short jobs a child is idle at the start of nearly every tick
+        (it just finished), so "every child is taken" only shows once the claim refilled it.
+        Asking the table matters too: a full batch only says work *may* wait, and one long job
+        would otherwise start a spare child on every tick that then idles until idle_timeout."""
+        if self.draining or not self.claim_wanted or self.pool.idle() or self.conn is None or not self.types:
+            return
+        booting = len(self.pool.in_state(BOOTING))
+        live = len([c for c in self.pool if c.ending is None])
+        room = min(MAX_BOOTING - booting, self.children_max - live)
+        if room <= 0:
+            return
+        cur = self.execute(self.q.jobs_count_due, {"types": list(self.types), "queues": self.queue_filter(),
+                                                   "limit": booting + room})
+        if cur is None:
+            return
+        waiting = cur.fetchone()[0]
+        if waiting == 0:
+            self.claim_wanted = False  # new work announces itself (NOTIFY, run_at, poll)
+        for _ in range(min(waiting - booting, room)):
+            if self.spawn_child() is None:
+                break
 
     # ======================================================================================
     # Database chores
@@ -658,6 +688,10 @@ class Supervisor:
             self.next_probe = now + self.config.poll_interval
             if self.listener.up and not self.listener.probe():
                 self.update_listener_registration()
+            else:
+                # A notification that arrived during the probe's round trip was read off the
+                # socket by it and waits in psycopg's backlog: the socket will not wake us for it.
+                self.on_listen_readable()
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + self.config.heartbeat_interval
             self.heartbeat()
@@ -681,8 +715,28 @@ class Supervisor:
                     self.claim_wanted = True
                 else:
                     self.note_due(due)
+            elif channel == self.q.control_channel:
+                self.on_operator_request(payload)
         if not self.listener.up:
             self.update_listener_registration()
+
+    def on_operator_request(self, payload: str) -> None:
+        """``{"kill": id, "lock": ...}`` or ``{"stop": runner}`` from supervisor/admin.py. The
+        database already says so (the job is failed, the runner row asks to stop); the NOTIFY
+        only makes it immediate. Without it the heartbeat notices: the lock check, or its info."""
+        try:
+            request = json.loads(payload)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            self.log.warning("operator_request_invalid", payload=payload[:200])
+            return
+        if "kill" in request:
+            for child in self.pool.busy():
+                if child.job.id == request["kill"] and child.job.lock == request.get("lock"):
+                    self.pool.kill(child, "killed")
+        if request.get("stop") == self.runner_id:
+            self.begin_drain("operator request")
 
     def update_listener_registration(self) -> None:
         registered = getattr(self, "_listen_registered", None)
@@ -726,18 +780,37 @@ class Supervisor:
         })
         if cur is None:
             return
-        if cur.fetchone() is None:  # a rescuer thought we were dead: register again
+        row = cur.fetchone()
+        if row is None:  # a rescuer thought we were dead: register again
             self.log.warning("runner_reregistered", runner=self.runner_id)
             self.execute(self.q.runner_upsert, self.runner_row())
-        if busy:
-            cur = self.execute(self.q.jobs_lock_lost, {"ids": [c.job.id for c in busy],
-                                                       "locks": [c.job.lock for c in busy]})
-            if cur is not None:
-                lost = {row[0] for row in cur.fetchall()}
-                for child in busy:
-                    if child.job is not None and child.job.id in lost:
-                        # Recovered elsewhere, killed or deleted: this attempt can no longer complete.
-                        self.pool.kill(child, "lock_lost")
+        elif (row[0] or {}).get("stop") and not self.draining:
+            self.begin_drain("operator request")  # asked while our NOTIFY was missed
+        self.stop_children_without_lock()
+
+    def stop_children_without_lock(self) -> None:
+        """Kill children whose job is no longer theirs (recovered, killed by an operator or
+        deleted): that attempt can no longer complete, and its lock may be someone else's now."""
+        busy = [c for c in self.pool.busy() if c.ending != "lock_lost"]
+        if not busy:
+            return
+        cur = self.execute(self.q.jobs_lock_lost, {"ids": [c.job.id for c in busy],
+                                                   "locks": [c.job.lock for c in busy]})
+        if cur is None:
+            return
+        # By (id, lock), not by id: after our own lock on a job was recovered, one child may run
+        # the stale attempt while another already runs the new one; only the stale one goes.
+        lost = set(cur.fetchall())
+        for child in busy:
+            job = child.job
+            if job is None or (job.id, job.lock) not in lost:
+                continue
+            # A child that has just recorded its outcome itself no longer holds a 'running' row
+            # either; its "done" is on the way. Read it before judging, or every check under load
+            # would kill children that did nothing wrong.
+            self.on_child_message(child)
+            if child.job is job:
+                self.pool.kill(child, "lock_lost")
 
     def rescue(self) -> None:
         db = self.db()
@@ -753,6 +826,9 @@ class Supervisor:
             self.log.warning("job_recovered", job_id=job.id, job_type=job.job_type, queue=job.queue,
                              status=job.status, attempt=job.attempts, reason=job.reason)
         if rescued:
+            # Some may be ours (lock_timeout): stop those children now, before this tick's claim
+            # hands the job to another child, not at the next heartbeat.
+            self.stop_children_without_lock()
             self.claim_wanted = True
 
     # ======================================================================================

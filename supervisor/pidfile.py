@@ -1,40 +1,68 @@
-"""The pidfile: written atomically at start, refused when a live supervisor holds it."""
+"""The pidfile: written atomically at start, held with an exclusive lock while we run,
+refused when a live supervisor holds it, and never trusted blindly (pids get reused)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 
+import psutil
+
 from .errors import UserError
+
+
+def _is_our_supervisor(pid: int, written_at: float) -> bool:
+    """Is ``pid`` a live jobsupervisor that existed when the pidfile was written?"""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if proc.create_time() > written_at + 1.0:
+            return False  # born after the file was written: a reused pid
+        title = " ".join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.AccessDenied, OSError):
+        return True  # cannot tell: assume it is, rather than ignore a running supervisor
+    return "jobsupervisor" in title or "supervisor.cli" in title
 
 
 class Pidfile:
     def __init__(self, path: str):
         self.path = path
         self.written = False
+        self.fd: int | None = None
 
     def read_live_pid(self) -> int | None:
+        """The pid in the file if it is a live jobsupervisor, else None."""
         try:
             with open(self.path) as f:
-                pid = int(f.read().strip() or 0)
-        except (OSError, ValueError):
+                pid = int(f.read().split()[0])
+            written_at = os.stat(self.path).st_mtime
+        except (OSError, ValueError, IndexError):
             return None
         if pid <= 0:
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        return pid if _is_our_supervisor(pid, written_at) else None
 
     def acquire(self) -> None:
-        other = self.read_live_pid()
-        if other is not None and other != os.getpid():
-            raise UserError(f"pidfile {self.path}: a supervisor is already running with pid {other}", exit_code=2)
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, exist_ok=True)
+            # The lock closes the gap between "nobody holds it" and "we wrote it".
+            self.fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise UserError(f"pidfile {self.path}: cannot write it ({error.strerror})", exit_code=2) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = self.read_live_pid()
+            raise UserError(f"pidfile {self.path}: a supervisor is already running"
+                            + (f" with pid {other}" if other else ""), exit_code=2) from None
+        other = self.read_live_pid()
+        if other is not None and other != os.getpid():
+            raise UserError(f"pidfile {self.path}: a supervisor is already running with pid {other}", exit_code=2)
+        try:
             tmp = f"{self.path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
                 f.write(f"{os.getpid()}\n")
@@ -44,10 +72,14 @@ class Pidfile:
         self.written = True
 
     def release(self) -> None:
-        if not self.written:
-            return
-        try:
-            if self.read_live_pid() == os.getpid():
-                os.unlink(self.path)
-        except OSError:
-            pass
+        if self.written:
+            try:
+                with open(self.path) as f:
+                    if int(f.read().split()[0]) == os.getpid():
+                        os.unlink(self.path)
+            except (OSError, ValueError, IndexError):
+                pass
+        if self.fd is not None:
+            # The lock file stays: unlinking it would let two later starters lock different inodes.
+            os.close(self.fd)
+            self.fd = None

@@ -47,11 +47,14 @@ def pid_namespace() -> str:
 def process_is(pid: int, started_at: float, slack: float = 5.0) -> bool:
     """Is ``pid`` still the process that registered at ``started_at`` (not a reused pid)?"""
     try:
-        created = psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:  # dead, merely not reaped yet
+            return False
+        created = proc.create_time()
+    except (psutil.NoSuchProcess, ProcessLookupError):
         return False
-    except psutil.ZombieProcess:
-        return False
+    except psutil.AccessDenied:
+        return True  # someone else's live process: cannot prove it is not the runner
     return abs(created - started_at) <= slack
 
 

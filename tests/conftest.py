@@ -204,6 +204,10 @@ class SupervisorProcess:
         except psutil.NoSuchProcess:
             return []
 
+    def started_children(self) -> list[int]:
+        """Every child pid this supervisor ever logged as started (also after it is gone)."""
+        return [e["child_pid"] for e in self.find("child_started") if e.get("pid") == self.proc.pid]
+
     def tail(self, n: int = 30) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -237,14 +241,31 @@ def start_supervisor(tmp_path: Path) -> Iterator[Callable[..., SupervisorProcess
 
     yield start
     for proc in started:
-        # Children are in their own process groups: kill them by pid too.
-        kids = proc.children()
+        # Children are in their own process groups: kill them by pid too, including any that
+        # outlived a supervisor the test killed (psutil no longer lists them as its children).
+        kids = set(proc.children())
         proc.kill_all()
+        kids.update(pid for pid in proc.started_children() if is_worker(pid))
         for pid in kids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def is_worker(pid: int) -> bool:
+    """Is ``pid`` a live (not zombie) jobsupervisor child process?"""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    # Before setproctitle runs the command line names the module; after, the title.
+    return "supervisor.children.worker" in cmdline or cmdline.startswith("jobsupervisor: child")
 
 
 def job_row(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:

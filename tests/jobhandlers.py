@@ -69,6 +69,8 @@ def sleep(job):
     record(job, "started")
     time.sleep(float(job.payload.get("seconds", 1)))
     record(job, "finished", via_job_conn=True)
+    if job.payload.get("fail"):
+        raise RuntimeError("failing after the sleep, as asked")
 
 
 @job("timeout", timeout="1s", max_attempts=2, backoff_delay="0s")
@@ -109,6 +111,20 @@ def exit_handler(job):
     raise SystemExit(3)
 
 
+@job("hold_first_attempt", backoff_delay="0s")
+def hold_first_attempt(job):
+    """On its first attempt, waits until the file ``payload["release"]`` exists (at most
+    ``payload["seconds"]``, default 60); later attempts (after a recovery) go straight on.
+    Records "started" on its own connection and "ok" through job.conn."""
+    record(job, "started")
+    if job.attempts == 1:
+        release = job.payload.get("release") or ""
+        deadline = time.monotonic() + float(job.payload.get("seconds", 60))
+        while time.monotonic() < deadline and not (release and os.path.exists(release)):
+            time.sleep(0.02)
+    record(job, "ok", via_job_conn=True)
+
+
 def behave(job) -> None:
     how = job.payload.get("how")
     if how == "exit":
@@ -121,3 +137,19 @@ def behave(job) -> None:
         time.sleep(float(job.payload.get("seconds", 30)))
     if how == "raise":
         raise RuntimeError("raised as asked")
+
+
+@job("slow", max_attempts=2, backoff_delay="0s")
+def slow(job):
+    """Outlives a short lock_timeout: recorded on its own connection, then sleeps."""
+    record(job, "started")
+    time.sleep(float(job.payload.get("seconds", 30)))
+    record(job, "finished", via_job_conn=True)
+
+
+@job("chatty")
+def chatty(job):
+    """Prints many lines: each one wakes the supervisor's loop while the job runs."""
+    for i in range(int(job.payload.get("lines", 100))):
+        print(f"chatty line {i}", flush=True)
+        time.sleep(float(job.payload.get("every", 0.01)))

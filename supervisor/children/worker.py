@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import pickle
+import select
 import signal
 import socket
 import sys
@@ -142,6 +143,39 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def connection_for_job(self) -> psycopg.Connection:
+        """The connection a job will run on, replaced first if it was cut while we were idle
+        (server restart, failover, idle_session_timeout, pg_terminate_backend). psycopg learns
+        of a cut only on the next statement, which would be the handler's: its attempt would
+        fail and count for a reason that has nothing to do with the job."""
+        conn = self.ensure_connection()
+        if self._cut_while_idle(conn):
+            self._rollback()
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+            conn = self.ensure_connection()
+        return conn
+
+    @staticmethod
+    def _cut_while_idle(conn: psycopg.Connection) -> bool:
+        # An idle connection has nothing to say: its socket turns readable when the server
+        # closes it (or, rarely, sends a notice). Only then is a round trip spent to find out.
+        try:
+            poller = select.poll()  # not select(): no limit on the fd number
+            poller.register(conn.pgconn.socket, select.POLLIN)
+            if not poller.poll(0):
+                return False
+        except (OSError, ValueError, psycopg.Error):
+            return True
+        try:
+            conn.execute("SELECT 1")
+            conn.rollback()
+            return False
+        except psycopg.Error:
+            return True
+
     # --- the loop -----------------------------------------------------------------------
     def serve(self) -> None:
         _title("child idle")
@@ -164,7 +198,7 @@ class Worker:
         started = time.perf_counter()
         handler = get_handler(job_type)
         opts = options_for(job_type, self.config)
-        conn = self.ensure_connection()
+        conn = self.connection_for_job()
         job = Job(job_id, job_type, spec.get("payload"), spec["attempts"],
                   spec.get("max_attempts") or opts.max_attempts, spec["queue"], spec.get("priority", 0),
                   dt.datetime.fromtimestamp(spec["run_at"], dt.timezone.utc) if spec.get("run_at") else None,
