@@ -18,14 +18,26 @@ RUNNER_STALE_AFTER = 30.0
 
 
 def status(conn: psycopg.Connection, table: str) -> dict[str, Any]:
+    return _status(conn, table, matrix=False)
+
+
+def overview(conn: psycopg.Connection, table: str) -> dict[str, Any]:
+    """:func:`status` plus ``by_type_queue``: counts by status for each (job type, queue)
+    pair, from the same single counting query (the dashboard's overview)."""
+    return _status(conn, table, matrix=True)
+
+
+def _status(conn: psycopg.Connection, table: str, matrix: bool) -> dict[str, Any]:
     q = queries_for(table)
     by_status = {s: 0 for s in STATUSES}
     by_type: dict[str, dict[str, int]] = {}
     by_queue: dict[str, dict[str, int]] = {}
+    by_type_queue: dict[tuple[str, str], dict[str, int]] = {}
     for st, job_type, queue, n in conn.execute(q.jobs_count_by_status).fetchall():
         by_status[st] = by_status.get(st, 0) + n
         by_type.setdefault(job_type, {s: 0 for s in STATUSES})[st] += n
         by_queue.setdefault(queue, {s: 0 for s in STATUSES})[st] += n
+        by_type_queue.setdefault((job_type, queue), {s: 0 for s in STATUSES})[st] += n
     with conn.cursor(row_factory=dict_row) as cur:
         oldest = cur.execute(q.job_oldest_waiting).fetchone()
         runners = cur.execute(q.runners_list).fetchall()
@@ -36,7 +48,7 @@ def status(conn: psycopg.Connection, table: str) -> dict[str, Any]:
             handled.update(runner["job_types"] or [])
     unhandled = sorted(t for t, counts in by_type.items()
                        if counts["queued"] + counts["retry"] > 0 and t not in handled)
-    return {
+    data = {
         "table": table,
         "by_status": by_status,
         "by_type": by_type,
@@ -45,6 +57,9 @@ def status(conn: psycopg.Connection, table: str) -> dict[str, Any]:
         "runners": runners,
         "unhandled_types": unhandled,
     }
+    if matrix:
+        data["by_type_queue"] = by_type_queue
+    return data
 
 
 def list_jobs(conn: psycopg.Connection, table: str, *, status: str | None = None, job_type: str | None = None,
@@ -136,3 +151,127 @@ def stop_runner(conn: psycopg.Connection, table: str, runner_id: str) -> bool:
         if found:
             conn.execute(q.control_notify, {"payload": json.dumps({"stop": runner_id})})
     return found is not None
+
+
+# --- the dashboard's queries (supervisor/web) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a job list shows: every field optional (None: no filter).
+
+    ``runner`` matches ``locked_by`` by prefix (a host, or a whole runner id); ``search`` is a
+    case-insensitive substring of the payload's JSON text or of last_error; the time range is
+    on ``created_at`` (``created_from`` inclusive, ``created_to`` exclusive).
+    """
+
+    status: str | None = None
+    job_type: str | None = None
+    queue: str | None = None
+    runner: str | None = None
+    created_from: Any = None
+    created_to: Any = None
+    search: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "job_type": self.job_type,
+            "queue": self.queue,
+            "runner": self.runner,
+            "created_from": self.created_from,
+            "created_to": self.created_to,
+            "pattern": like_pattern(self.search) if self.search else None,
+        }
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in self.params().values())
+
+
+def like_pattern(text: str) -> str:
+    """An ILIKE pattern matching ``text`` anywhere, its own ``%``, ``_`` and ``\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def page_jobs(conn: psycopg.Connection, table: str, filters: JobFilter = JobFilter(), *, limit: int = 50,
+              before_id: int | None = None, after_id: int | None = None,
+              ascending: bool = False) -> list[dict[str, Any]]:
+    """One keyset page of jobs matching ``filters``.
+
+    Descending (newest first) pages start below ``before_id``; ascending pages start above
+    ``after_id``. Both are index range scans however deep the page is.
+    """
+    q = queries_for(table)
+    params = filters.params()
+    params["limit"] = limit
+    if ascending:
+        params["after_id"] = after_id
+        query = q.jobs_page_oldest
+    else:
+        params["before_id"] = before_id
+        query = q.jobs_page_newest
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def act_on_matching(conn: psycopg.Connection, table: str, action: str, filters: JobFilter, *,
+                    limit: int = 100_000, batch: int = 500) -> tuple[ActionResult, bool]:
+    """Apply an action (``retry``, ``cancel``, ``run-now``, ``delete`` or ``kill``) to every job
+    matching ``filters``, newest first, in batches of ``batch`` (one transaction each), at most
+    ``limit`` jobs. Returns the combined result and whether the limit stopped it early."""
+    if action != "kill" and action not in _ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    q = queries_for(table)
+    params = filters.params()
+    changed: list[int] = []
+    refused: dict[int, str] = {}
+    seen = 0
+    before_id = None
+    while seen < limit:
+        params.update(before_id=before_id, limit=min(batch, limit - seen))
+        ids = [row[0] for row in conn.execute(q.jobs_ids_matching, params).fetchall()]
+        if not ids:
+            return ActionResult(action, sorted(changed), refused), False
+        result = kill(conn, table, ids) if action == "kill" else act(conn, table, action, ids)
+        changed.extend(result.changed)
+        refused.update(result.refused)
+        seen += len(ids)
+        before_id = ids[-1]
+    more = conn.execute(q.jobs_ids_matching, dict(params, before_id=before_id, limit=1)).fetchone() is not None
+    return ActionResult(action, sorted(changed), refused), more
+
+
+def list_runners(conn: psycopg.Connection, table: str) -> list[dict[str, Any]]:
+    """Registered runners with their heartbeat age; ``stale`` when not heard from lately."""
+    q = queries_for(table)
+    with conn.cursor(row_factory=dict_row) as cur:
+        runners = cur.execute(q.runners_list).fetchall()
+    for runner in runners:
+        runner["stale"] = runner["heartbeat_age"] > RUNNER_STALE_AFTER
+    return runners
+
+
+def finished_per_bucket(conn: psycopg.Connection, table: str, *, window: float,
+                        bucket: float) -> list[dict[str, Any]]:
+    """Succeeded and failed jobs per (bucket start as epoch seconds, job type) over the last
+    ``window`` seconds: one grouped query on ``finished_at``."""
+    q = queries_for(table)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(q.jobs_finished_per_bucket, {"window": float(window), "bucket": float(bucket)}).fetchall()
+
+
+def duration_buckets(conn: psycopg.Connection, table: str, *, window: float,
+                     bounds: list[float]) -> list[dict[str, Any]]:
+    """For each job type finished in the last ``window`` seconds and each bound: how many ran
+    at most that long, with the type's total count and summed seconds."""
+    q = queries_for(table)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(q.jobs_duration_buckets, {"window": float(window),
+                                                     "bounds": [float(b) for b in bounds]}).fetchall()
+
+
+def db_now(conn: psycopg.Connection, table: str) -> float:
+    """The database's clock, epoch seconds."""
+    return conn.execute(queries_for(table).db_now).fetchone()[0]
