@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from . import __version__
 
 COMMANDS = ("run", "migrate", "enqueue", "status", "jobs", "show", "retry", "cancel", "run-now", "delete",
-            "stop", "config")
+            "stop", "config", "web", "kill", "runners", "schedules")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,12 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, text)
         p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
 
+    p = add("kill", "kill running jobs: their child is killed at once, the job fails with 'killed by operator'")
+    p.add_argument("ids", type=int, nargs="+", metavar="ID")
+
+    p = add("runners", "list live supervisors; 'runners stop ID' asks one to drain and exit")
+    p.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    p.add_argument("runner_id", nargs="?", metavar="ID")
+    p.add_argument("--json", action="store_true")
+
+    p = add("schedules", "list the configured cron schedules with their next runs")
+    p.add_argument("--count", type=int, default=3, help="how many next runs to show")
+    p.add_argument("--json", action="store_true")
+
     p = add("stop", "gracefully stop the supervisor named by the pidfile, and wait")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="how long to wait (default: shutdown_timeout + 15s)")
 
     p = add("config", "print the configuration")
     p.add_argument("--defaults", action="store_true", help="every key with its default and meaning")
+
+    p = add("web", "serve the dashboard alone (on web.listen, else 127.0.0.1:8080)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to serve on instead of web.listen")
     return parser
 
 
@@ -438,6 +453,77 @@ def cmd_delete(config, args) -> int:
     return _act(config, args, "delete")
 
 
+def cmd_kill(config, args) -> int:
+    from .admin import kill
+
+    with _connect(config) as conn:
+        _require_schema(conn, config)
+        result = kill(conn, config.database.table, args.ids)
+    for job_id in result.changed:
+        print(f"job {job_id}: killed")
+    for job_id, reason in result.refused.items():
+        print(f"jobsupervisor: {reason}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_runners(config, args) -> int:
+    from .admin import status, stop_runner
+    from .errors import UserError
+
+    with _connect(config) as conn:
+        _require_schema(conn, config)
+        if args.action == "stop":
+            if not args.runner_id:
+                raise UserError("runners stop needs a runner ID (see 'jobsupervisor runners')", exit_code=2)
+            if not stop_runner(conn, config.database.table, args.runner_id):
+                raise UserError(f"runner {args.runner_id} is not registered", exit_code=1)
+            print(f"runner {args.runner_id}: asked to drain and exit")
+            return 0
+        runners = status(conn, config.database.table)["runners"]
+    if args.json:
+        _print_json(runners)
+        return 0
+    if not runners:
+        print("no runners")
+        return 0
+    print(f"{'id':<36} {'host':<20} {'pid':>7} {'version':<9} {'children':>8} {'busy':>5} {'queues':<16} heartbeat")
+    for r in runners:
+        queues = ",".join(r["queues"]) if r["queues"] else "all"
+        beat = _age(r["heartbeat_age"]) + " ago" + (" STALE" if r.get("stale") else "")
+        print(f"{r['id']:<36} {r['host'][:20]:<20} {r['pid']:>7} {r['version']:<9} {r['children']:>8} "
+              f"{r['busy']:>5} {queues[:16]:<16} {beat}")
+    return 0
+
+
+def cmd_schedules(config, args) -> int:
+    from .migrate import current_version
+    from .queries import queries_for
+    from .scheduler import describe_schedules
+
+    last: dict[str, Any] = {}
+    now = dt.datetime.now(dt.timezone.utc)
+    if config.schedules:
+        with _connect(config) as conn:
+            if current_version(conn, config.database.table) >= 3:
+                last = dict(conn.execute(queries_for(config.database.table).schedules_list).fetchall()
+                            and [(n, t) for n, t, _ in conn.execute(
+                                queries_for(config.database.table).schedules_list).fetchall()])
+            now = conn.execute("SELECT now()").fetchone()[0]
+    rows = describe_schedules(config.schedules, last, now, max(args.count, 1))
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no schedules configured")
+        return 0
+    for r in rows:
+        last_tick = r["last_tick"].isoformat(timespec="seconds") if r["last_tick"] else "never"
+        print(f"{r['name']}: '{r['cron']}' ({r['timezone']}) -> {r['job']}, last tick {last_tick}")
+        for run in r["next_runs"]:
+            print(f"    next: {run.isoformat()}")
+    return 0
+
+
 def cmd_stop(config, args) -> int:
     from .errors import UserError
     from .pidfile import Pidfile
@@ -473,6 +559,12 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def cmd_web(config, args) -> int:
+    from .web.serve import run
+
+    return run(config, listen=args.listen)
 
 
 def cmd_config(config, args) -> int:

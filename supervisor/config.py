@@ -433,7 +433,13 @@ def _cron_kind() -> _Kind:
     def parse(value: Any, ctx: _Ctx) -> str:
         if not isinstance(value, str) or len(value.split()) not in (5, 6):
             _fail(expected)
-        return " ".join(value.split())
+        expr = " ".join(value.split())
+        from .scheduler import cron_error
+
+        problem = cron_error(expr)
+        if problem:
+            _fail(expected, problem)
+        return expr
 
     return _Kind(expected, parse)
 

@@ -299,3 +299,134 @@ UPDATE {runners}
 SET info = info || '{"stop": true}'::jsonb
 WHERE id = %(id)s
 RETURNING id
+
+-- name: schedule_init
+-- First sight of a schedule: start counting ticks from now (past ticks are not owed).
+INSERT INTO {schedules} (name, last_tick, cron)
+VALUES (%(name)s, %(now)s, %(cron)s)
+ON CONFLICT (name) DO NOTHING
+
+-- name: schedule_get
+-- The last tick a schedule enqueued.
+SELECT last_tick FROM {schedules} WHERE name = %(name)s
+
+-- name: schedule_advance
+-- Claim a tick: succeeds for exactly one supervisor (the row moves forward once).
+UPDATE {schedules}
+SET last_tick = %(tick)s, cron = %(cron)s, updated_at = now()
+WHERE name = %(name)s AND last_tick < %(tick)s
+RETURNING name
+
+-- name: schedules_list
+-- Every schedule's last tick, for 'jobsupervisor schedules'.
+SELECT name, last_tick, cron FROM {schedules} ORDER BY name
+
+-- name: jobs_delete_finished
+-- Retention: delete one batch of finished jobs of the given statuses older than the cutoff.
+DELETE FROM {table}
+WHERE id IN (
+    SELECT id FROM {table}
+    WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => %(older_than)s)
+      AND status = ANY(%(statuses)s::text[])
+    ORDER BY finished_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+
+-- Dashboard (supervisor/web). Job lists are keyset-paginated by id: jobs_page_newest walks
+-- down from %(before_id)s, jobs_page_oldest walks up from %(after_id)s. Every filter is
+-- optional (NULL: no filter). The dashboard plans these per execution (prepare_threshold=None)
+-- so that a NULL filter folds away and a status or type filter uses its (status, id) or
+-- (job_type, id) index; the other filters are checked along that index's order.
+-- %(pattern)s is an ILIKE pattern (wildcards in user input escaped by the caller) matched
+-- against the payload's JSON text and last_error. payload_small is the payload when it is
+-- small enough to summarise in a list (a handler's describe=), else NULL.
+
+-- name: jobs_page_newest
+-- Dashboard: one page of jobs matching the filters, newest first, with ids below %(before_id)s.
+SELECT id, queue, job_type, status, priority, run_at, attempts, max_attempts,
+       left(CASE WHEN starts_with(last_error, 'Traceback')
+                 THEN substring(rtrim(last_error, E' \n') FROM '[^\n]*$')
+                 ELSE split_part(last_error, E'\n', 1) END, 200) AS error_summary,
+       left(payload::text, 200) AS payload_preview,
+       CASE WHEN pg_column_size(payload) <= 2048 THEN payload END AS payload_small,
+       locked_by, locked_at, created_at, updated_at, finished_at
+FROM {table}
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(runner)s::text IS NULL OR starts_with(locked_by, %(runner)s::text))
+  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+  AND (%(pattern)s::text IS NULL OR payload::text ILIKE %(pattern)s::text OR last_error ILIKE %(pattern)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: jobs_page_oldest
+-- Dashboard: one page of jobs matching the filters, oldest first, with ids above %(after_id)s.
+SELECT id, queue, job_type, status, priority, run_at, attempts, max_attempts,
+       left(CASE WHEN starts_with(last_error, 'Traceback')
+                 THEN substring(rtrim(last_error, E' \n') FROM '[^\n]*$')
+                 ELSE split_part(last_error, E'\n', 1) END, 200) AS error_summary,
+       left(payload::text, 200) AS payload_preview,
+       CASE WHEN pg_column_size(payload) <= 2048 THEN payload END AS payload_small,
+       locked_by, locked_at, created_at, updated_at, finished_at
+FROM {table}
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(runner)s::text IS NULL OR starts_with(locked_by, %(runner)s::text))
+  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+  AND (%(pattern)s::text IS NULL OR payload::text ILIKE %(pattern)s::text OR last_error ILIKE %(pattern)s::text)
+  AND (%(after_id)s::bigint IS NULL OR id > %(after_id)s::bigint)
+ORDER BY id
+LIMIT %(limit)s
+
+-- name: jobs_ids_matching
+-- Dashboard bulk actions: the next batch of ids matching the filters, newest first, below %(before_id)s.
+SELECT id
+FROM {table}
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(runner)s::text IS NULL OR starts_with(locked_by, %(runner)s::text))
+  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+  AND (%(pattern)s::text IS NULL OR payload::text ILIKE %(pattern)s::text OR last_error ILIKE %(pattern)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: jobs_finished_per_bucket
+-- Dashboard charts: succeeded and failed jobs per job type and time bucket of %(bucket)s
+-- seconds over the last %(window)s seconds (buckets as epoch seconds; the finished index serves it).
+SELECT (floor(extract(epoch FROM finished_at) / %(bucket)s) * %(bucket)s)::float8 AS bucket,
+       job_type,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM {table}
+WHERE finished_at >= now() - make_interval(secs => %(window)s)
+  AND status IN ('succeeded', 'failed')
+GROUP BY 1, 2
+ORDER BY 1, 2
+
+-- name: jobs_duration_buckets
+-- /metrics: how many jobs of each type that finished in the last %(window)s seconds ran at
+-- most each of %(bounds)s seconds (claim to finish of the last attempt), with their count and sum.
+WITH done AS (
+    SELECT job_type, extract(epoch FROM finished_at - locked_at)::float8 AS seconds
+    FROM {table}
+    WHERE finished_at >= now() - make_interval(secs => %(window)s)
+      AND status IN ('succeeded', 'failed') AND locked_at IS NOT NULL
+)
+SELECT done.job_type, b.le, count(*) FILTER (WHERE done.seconds <= b.le) AS at_most,
+       count(*) AS total, coalesce(sum(done.seconds), 0)::float8 AS seconds_sum
+FROM done CROSS JOIN unnest(%(bounds)s::float8[]) AS b(le)
+GROUP BY done.job_type, b.le
+ORDER BY done.job_type, b.le
+
+-- name: db_now
+-- The database's clock (epoch seconds): ages on the dashboard are measured against it.
+SELECT extract(epoch FROM now())::float8

@@ -1,0 +1,49 @@
+"""Retention: finished jobs older than ``retention.succeeded`` / ``retention.failed`` are
+deleted in small batches, by one supervisor at a time, so the table does not grow forever
+and no single statement holds locks for long."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import psycopg
+
+BATCH = 1000
+TIME_BUDGET = 0.5  # seconds of deleting per pass: the loop has jobs to hand out too
+
+
+class Retention:
+    def __init__(self, queries: Any, succeeded: float | None, failed: float | None):
+        self.q = queries
+        self.rules = [(("succeeded",), succeeded), (("failed", "cancelled"), failed)]
+        self.lock_key = zlib.crc32(f"jobsupervisor:retention:{queries.table}".encode())
+
+    @property
+    def enabled(self) -> bool:
+        return any(age is not None for _, age in self.rules)
+
+    def run_once(self, conn: psycopg.Connection) -> dict[str, int]:
+        """One pass; returns how many rows it deleted per status group. Autocommit ``conn``."""
+        deleted: dict[str, int] = {}
+        started = time.monotonic()
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)).fetchone()[0]
+        if not got:
+            return deleted
+        try:
+            for statuses, age in self.rules:
+                if age is None:
+                    continue
+                total = 0
+                while time.monotonic() - started < TIME_BUDGET:
+                    cur = conn.execute(self.q.jobs_delete_finished,
+                                       {"older_than": age, "statuses": list(statuses), "batch": BATCH})
+                    total += cur.rowcount
+                    if cur.rowcount < BATCH:
+                        break
+                if total:
+                    deleted["+".join(statuses)] = total
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self.lock_key,))
+        return deleted
