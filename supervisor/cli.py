@@ -378,6 +378,11 @@ def cmd_status(config, args) -> int:
         queues = ",".join(r["queues"]) if r["queues"] else "all"
         print(f"runner {r['id']}: {r['busy']}/{r['children']} children busy, queues {queues}, "
               f"heartbeat {_age(r['heartbeat_age'])} ago, version {r['version']}" + (" (STALE: not heard from)" if r.get('stale') else ""))
+        gate = (r.get("info") or {}).get("gate")
+        if gate and gate.get("kind") != "static" or gate and not gate.get("open", True):
+            state = "open" if gate.get("open", True) else f"CLOSED: {gate.get('reason')}"
+            values = ", ".join(f"{k} {v}" for k, v in (gate.get("values") or {}).items())
+            print(f"    gate {gate.get('kind')}: {state}" + (f" ({values})" if values else ""))
     return 0
 
 

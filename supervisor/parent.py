@@ -30,13 +30,17 @@ from .backoff import retry_delay
 from .children import protocol
 from .children.pool import BOOTING, BUSY, IDLE, STOPPING, Child, Pool, Running, describe_exit
 from .config import Config, load_config
+from .children.web import WebProcess
 from .db import connect, describe_error, is_permanent
 from .errors import ConfigError, UserError
+from .gates import ClaimPlan, Gatekeeper
 from .listener import Listener, parse_due
 from .migrate import current_version, latest_version, migrate
 from .queries import queries_for
 from .registry import DEFAULT_MAX_ATTEMPTS
 from .rescuer import Rescuer, host_name, pid_namespace
+from .retention import Retention
+from .scheduler import Scheduler
 from .sdnotify import Notifier
 from .units import format_duration, mask_dsn
 
@@ -44,6 +48,9 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 MAX_BOOTING = max(2, os.cpu_count() or 2)  # children starting at once when demand grows
 BOOT_FAILURES_TO_GIVE_UP = 5  # children dying before "ready" in a row (without a boot_error message)
+RETENTION_INTERVAL = 60.0  # seconds between retention passes
+GATE_RETRY = 1.0  # a closed gate is asked again after this long (it samples once a second)
+GLOBAL_LIMIT_LOCK_SPACE = 0x6A6F6273  # first key of the advisory locks serialising global_concurrency claims
 
 
 class FatalError(Exception):
@@ -73,6 +80,10 @@ class Supervisor:
         self.rescuer = Rescuer(self.q, self.runner_id, lock_timeout=config.lock_timeout,
                                stale_after=self.stale_after(config))
         self.notifier = Notifier()
+        self.gatekeeper = self.make_gatekeeper(config)
+        self.scheduler = self.make_scheduler(config)
+        self.retention = Retention(self.q, config.retention.succeeded, config.retention.failed)
+        self.web = WebProcess(config, dsn) if config.web.listen else None
         self.selector = selectors.DefaultSelector()
         self.signals: collections.deque[int] = collections.deque()
         self.conn: psycopg.Connection | None = None
@@ -93,6 +104,12 @@ class Supervisor:
         self.next_heartbeat = now
         self.next_rescue = now
         self.next_probe = now + config.poll_interval
+        self.next_retention = now + 10.0  # not in the middle of starting up
+        self.next_schedule_wall: float | None = None  # next cron tick (local clock)
+        # When a claim was pointless (gates closed, every type at its limit), try again no
+        # sooner than this, or the loop would spin; a finished job resets it.
+        self.claim_retry_at = 0.0
+        self.claim_types: list[str] = []  # types with room at the last claim (for pool growth)
         # Shutdown state.
         self.draining = False
         self.drain_deadline: float | None = None
@@ -107,6 +124,19 @@ class Supervisor:
         self.fatal: str | None = None
         self.stats = collections.Counter()
         self.last_status = ""
+
+    @staticmethod
+    def make_gatekeeper(config: Config) -> Gatekeeper:
+        try:
+            return Gatekeeper(config)
+        except Exception as error:  # noqa: BLE001 - the user's gate module failed to import
+            raise UserError(f"gate.python: cannot load {config.gate.python!r}: "
+                            f"{type(error).__name__}: {error}", exit_code=2) from None
+
+    def make_scheduler(self, config: Config) -> Scheduler:
+        # The job type's registered queue is known from the children's ready messages.
+        return Scheduler(config.schedules, self.q, config.database.table,
+                         default_queue=lambda job_type: self.types.get(job_type, {}).get("queue", "default"))
 
     @staticmethod
     def stale_after(config: Config) -> float:
@@ -139,6 +169,8 @@ class Supervisor:
         self.update_listener_registration()
         for _ in range(max(self.children_min, 1)):
             self.spawn_child()
+        if self.web is not None:
+            self.start_web()
         self.log.info("supervisor_started", runner=self.runner_id, version=__version__,
                       table=self.config.database.table, dsn=mask_dsn(self.dsn),
                       children_min=self.children_min, children_max=self.children_max,
@@ -193,6 +225,8 @@ class Supervisor:
     def cleanup(self) -> None:
         """Last steps on every way out: no child left behind, outcomes written if possible,
         the runner row removed."""
+        if self.web is not None:
+            self.stop_web()
         if self.immediate:
             self.pool.kill_all()
             self.pool.wait_all(2.0)
@@ -265,6 +299,12 @@ class Supervisor:
             due.append(now + (self.next_due_wall - time.time()))
         if self.drain_deadline is not None:
             due.append(self.drain_deadline)
+        if self.next_schedule_wall is not None:
+            due.append(now + (self.next_schedule_wall - time.time()))
+        if self.retention.enabled:
+            due.append(self.next_retention)
+        if self.web is not None and self.web.restart_at is not None:
+            due.append(self.web.restart_at)
         for child in self.pool:
             if child.job is not None and child.job.deadline is not None:
                 due.append(child.job.deadline)
@@ -273,7 +313,9 @@ class Supervisor:
             if child.state == IDLE and len(self.pool) > self.children_min:
                 due.append(child.idle_since + self.config.children.idle_timeout)
         if self.claim_wanted and self.types and self.pool.idle() and not self.draining and self.conn is not None:
-            return 0.0
+            if now >= self.claim_retry_at:
+                return 0.0
+            due.append(self.claim_retry_at)
         return min(max(min(due) - now, 0.0), 1.0 if self.draining else 30.0)
 
     # ======================================================================================
@@ -378,12 +420,29 @@ class Supervisor:
         if new.database.table != self.config.database.table or new.database.dsn != self.config.database.dsn:
             self.log.error("config_reload_failed", error="database.dsn and database.table cannot change on reload; restart instead")
             return
-        self.config = new
         self.children_min, self.children_max = new.children.min, new.children.max
+        try:
+            gatekeeper = self.make_gatekeeper(new)
+        except UserError as error:
+            self.log.error("config_reload_failed", error=str(error), hint="still running on the previous configuration")
+            return
+        self.config = new
+        self.gatekeeper = gatekeeper
+        self.claim_retry_at = 0.0
+        self.scheduler = self.make_scheduler(new)
+        self.next_schedule_wall = None
+        self.retention = Retention(self.q, new.retention.succeeded, new.retention.failed)
         self.rescuer.lock_timeout = new.lock_timeout
         self.rescuer.stale_after = self.stale_after(new)
         logs.configure(new.logging.format, new.logging.level, syslog_address=new.logging.syslog_address)
         self.log = logs.get_logger()
+        # The dashboard re-reads the config when it starts: restart it (or start/stop it).
+        if self.web is not None:
+            self.stop_web()
+            self.web = None
+        if new.web.listen:
+            self.web = WebProcess(new, self.dsn)
+            self.start_web()
         self.pool.generation += 1
         # New children load the new handler code; old ones finish their job first.
         for child in self.pool:
@@ -445,6 +504,7 @@ class Supervisor:
         child.job = None
         child.jobs_done += 1
         child.rss = message.get("rss", child.rss)
+        self.claim_retry_at = 0.0  # a slot is free: a type that was at its limit may have room
         outcome = message.get("outcome")
         context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
                    "duration_ms": message.get("duration_ms"), "child_pid": child.pid}
@@ -600,14 +660,15 @@ class Supervisor:
         (it just finished), so "every child is taken" only shows once the claim refilled it.
         Asking the table matters too: a full batch only says work *may* wait, and one long job
         would otherwise start a spare child on every tick that then idles until idle_timeout."""
-        if self.draining or not self.claim_wanted or self.pool.idle() or self.conn is None or not self.types:
+        if (self.draining or not self.claim_wanted or self.pool.idle() or self.conn is None or not self.types
+                or self.gatekeeper.closed is not None or not self.claim_types):
             return
         booting = len(self.pool.in_state(BOOTING))
         live = len([c for c in self.pool if c.ending is None])
         room = min(MAX_BOOTING - booting, self.children_max - live)
         if room <= 0:
             return
-        cur = self.execute(self.q.jobs_count_due, {"types": list(self.types), "queues": self.queue_filter(),
+        cur = self.execute(self.q.jobs_count_due, {"types": self.claim_types, "queues": self.queue_filter(),
                                                    "limit": booting + room})
         if cur is None:
             return
@@ -706,6 +767,92 @@ class Supervisor:
             self.next_due_wall = None
             self.claim_wanted = True
             self.refresh_next_due()
+        if self.config.schedules and self.types and not self.draining:
+            if self.next_schedule_wall is None or time.time() >= self.next_schedule_wall:
+                self.run_schedules()
+        if self.retention.enabled and now >= self.next_retention:
+            self.next_retention = now + RETENTION_INTERVAL
+            self.prune()
+        if self.web is not None:
+            self.watch_web()
+
+    def run_schedules(self) -> None:
+        """Enqueue due cron ticks (once fleet-wide), then sleep until the next one."""
+        db = self.db()
+        if db is None:
+            return
+        try:
+            for done in self.scheduler.run_once(db):
+                self.log.info("schedule_enqueued", schedule=done.schedule, tick=done.tick.isoformat(),
+                              job_id=done.job_id, catch_up=done.catch_up)
+        except psycopg.OperationalError as error:
+            self.db_lost(error)
+            return
+        except psycopg.Error as error:
+            # A schedule whose insert fails (e.g. a payload the table refuses) must not stop
+            # the others or the supervisor; it is retried at the next poll.
+            self.log.error("schedule_failed", error=describe_error(error))
+            self.next_schedule_wall = time.time() + self.config.poll_interval
+            return
+        due = self.scheduler.next_due()
+        self.next_schedule_wall = None if due is None else due - self.clock_offset
+
+    def prune(self) -> None:
+        db = self.db()
+        if db is None:
+            return
+        try:
+            deleted = self.retention.run_once(db)
+        except psycopg.OperationalError as error:
+            self.db_lost(error)
+            return
+        if deleted:
+            self.log.info("jobs_pruned", **{f"deleted_{k.replace('+', '_')}": v for k, v in deleted.items()})
+            if any(v >= 1000 for v in deleted.values()):
+                self.next_retention = time.monotonic() + 1.0  # more to delete: keep going soon
+
+    # --- the dashboard --------------------------------------------------------------------
+    def start_web(self) -> None:
+        try:
+            self.web.start()
+        except OSError as error:
+            self.log.error("web_spawn_failed", error=describe_error(error))
+            self.web.restart_at = time.monotonic() + 5.0
+            return
+        self.selector.register(self.web.out_fd, selectors.EVENT_READ, self.on_web_output)
+        self.log.info("web_child_started", web_pid=self.web.proc.pid, listen=self.config.web.listen)
+
+    def on_web_output(self) -> None:
+        for line in self.web.read_output():
+            logs.write_line(line)
+
+    def watch_web(self) -> None:
+        web = self.web
+        pid = web.proc.pid if web.proc else None
+        status = web.poll()
+        if status is not None:
+            for line in web.read_output(final=True):
+                logs.write_line(line)
+            self.unregister_web()
+            self.log.error("web_child_exited", web_pid=pid, status=describe_exit(status),
+                           restart_in=round(web.restart_at - time.monotonic(), 1) if web.restart_at else None)
+        if web.proc is None and web.restart_at is not None and time.monotonic() >= web.restart_at \
+                and not self.draining:
+            self.start_web()
+
+    def unregister_web(self) -> None:
+        if self.web is not None and self.web.out_fd is not None:
+            try:
+                self.selector.unregister(self.web.out_fd)
+            except (KeyError, ValueError):
+                pass
+            self.web.close_output()
+
+    def stop_web(self) -> None:
+        self.web.stop()
+        for line in self.web.read_output(final=True):
+            logs.write_line(line)
+        self.unregister_web()
 
     def on_listen_readable(self) -> None:
         for channel, payload in self.listener.drain():
@@ -776,7 +923,7 @@ class Supervisor:
         busy = self.pool.busy()
         cur = self.execute(self.q.runner_heartbeat, {
             "id": self.runner_id, "children": len(self.pool), "busy": len(busy),
-            "job_types": sorted(self.types), "info": "{}",
+            "job_types": sorted(self.types), "info": json.dumps({"gate": self.gatekeeper.describe()}),
         })
         if cur is None:
             return
@@ -841,16 +988,58 @@ class Supervisor:
         if self.draining or not self.claim_wanted or not self.types:
             return
         idle = self.pool.idle()
-        if not idle:
+        if not idle or time.monotonic() < self.claim_retry_at:
             return
-        cur = self.execute(self.q.jobs_claim, {
-            "n": len(idle), "types": list(self.types), "queues": self.queue_filter(),
-            "locks": [c.lock for c in idle],
+        plan = self.gatekeeper.plan(len(idle), [(c.job.job_type, c.job.queue) for c in self.pool.busy()], self.types)
+        self.log_gate_events()
+        self.claim_types = plan.room.types
+        if plan.n == 0 or plan.room.empty:
+            # Gates closed: ask again when they sample next. Every type at its limit: a
+            # finished job frees room (job_done resets this); the poll is the safety net.
+            wait = GATE_RETRY if plan.n == 0 else self.config.poll_interval
+            self.claim_retry_at = time.monotonic() + wait
+            return
+        rows = self.claim(plan, idle[:plan.n])
+        if rows is None:
+            return
+        self.claim_wanted = len(rows) == plan.n  # a full batch: more may be waiting
+        self.hand_out(rows, idle)
+
+    def log_gate_events(self) -> None:
+        for event, fields in self.gatekeeper.events:
+            if event == "gate_opened":
+                self.log.info(event, **fields)
+            else:
+                self.log.warning(event, **fields)
+        self.gatekeeper.events.clear()
+
+    def claim(self, plan: ClaimPlan, children: list[Child]) -> list[tuple] | None:
+        """One statement; with limits, the statement that honours them (and, for fleet-wide
+        limits, under an advisory lock per type so concurrent claims cannot both see room)."""
+        r = plan.room
+        params: dict[str, Any] = {"n": len(children), "types": r.types, "queues": r.queues,
+                                  "locks": [c.lock for c in children]}
+        if not plan.limited:
+            cur = self.execute(self.q.jobs_claim, params)
+            return cur.fetchall() if cur is not None else None
+        params.update({
+            "scan": max(len(children) * 4, 32), "type_room": r.type_room, "queue_room": r.queue_room,
+            "global_types": list(plan.global_limits), "global_limits": list(plan.global_limits.values()),
         })
-        if cur is None:
-            return
-        rows = cur.fetchall()
-        self.claim_wanted = len(rows) == len(idle)  # a full batch: more may be waiting
+        db = self.db()
+        if db is None:
+            return None
+        try:
+            with db.transaction():
+                for job_type in sorted(plan.global_limits):  # one order everywhere: no deadlocks
+                    db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                               (GLOBAL_LIMIT_LOCK_SPACE, job_type))
+                return db.execute(self.q.jobs_claim_limited, params).fetchall()
+        except psycopg.OperationalError as error:
+            self.db_lost(error)
+            return None
+
+    def hand_out(self, rows: list[tuple], idle: list[Child]) -> None:
         by_lock = {c.lock: c for c in idle}
         now = time.monotonic()
         for job_id, queue, job_type, payload, priority, run_at, attempts, max_attempts, lock in rows:

@@ -45,3 +45,91 @@ def combine(answers: list[Allowance]) -> Allowance:
         if best.limit is None or answer.limit < best.limit:
             best = answer
     return best
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """What the next claim may take: ``n`` jobs at most, of ``room.types`` (within their room),
+    with fleet-wide limits ``global_limits`` (type -> N) enforced in SQL."""
+
+    n: int
+    room: Any  # static.Room
+    global_limits: dict[str, int]
+    allowance: Allowance
+
+    @property
+    def limited(self) -> bool:
+        r = self.room
+        return bool(self.global_limits) or any(x is not None for x in r.type_room) or (
+            r.queue_room is not None and any(x is not None for x in r.queue_room))
+
+
+class Gatekeeper:
+    """Every gate of one supervisor, asked together before each claim.
+
+    It remembers whether new work is held back, so that closing and opening are logged once
+    (``gate_closed`` / ``gate_opened`` with the reason and measured values), not every tick.
+    """
+
+    def __init__(self, config: Any):
+        from .load import LoadGate
+        from .python import PythonGate, load_function
+
+        self.config = config
+        self.gates: list[Any] = []
+        self.load: LoadGate | None = None
+        self.python: PythonGate | None = None
+        if config.gate.kind == "load":
+            self.load = LoadGate(config.gate.cpu_percent_max, config.gate.memory_available_min,
+                                 config.gate.loadavg_per_core_max)
+            self.gates.append(self.load)
+        if config.gate.python:
+            func = load_function(config.gate.python, config.base_dir)  # errors surface at start
+            self.python = PythonGate(config.gate.python, func)
+            self.gates.append(self.python)
+        self.closed: Allowance | None = None
+        self.events: list[tuple[str, dict[str, Any]]] = []  # for the loop to log
+
+    def plan(self, idle: int, running: list[tuple[str, str]], types: dict[str, dict[str, Any]]) -> ClaimPlan:
+        """``running``: (job_type, queue) of every job this supervisor runs now."""
+        from .static import room
+
+        by_type: dict[str, int] = {}
+        by_queue: dict[str, int] = {}
+        for job_type, queue in running:
+            by_type[job_type] = by_type.get(job_type, 0) + 1
+            by_queue[queue] = by_queue.get(queue, 0) + 1
+        state = PoolState(idle=idle, busy=len(running), children=idle + len(running),
+                          running_by_type=by_type, running_by_queue=by_queue)
+        allowance = combine([gate.allowance(state) for gate in self.gates])
+        self._note(allowance)
+        n = idle if allowance.limit is None else max(min(idle, allowance.limit), 0)
+        queues = self.config.queues
+        queue_caps = None if queues is None else {name: q.concurrency for name, q in queues.items()}
+        r = room({t: opts.get("max_concurrency") for t, opts in types.items()}, queue_caps, by_type, by_queue)
+        global_limits = {t: types[t]["global_concurrency"] for t in r.types if types[t].get("global_concurrency")}
+        return ClaimPlan(n, r, global_limits, allowance)
+
+    def _note(self, allowance: Allowance) -> None:
+        if self.python is not None:
+            for error in self.python.errors:
+                self.events.append(("gate_error", {"gate": self.python.spec, "error": error}))
+            self.python.errors.clear()
+        shut = allowance.limit == 0
+        if shut and self.closed is None:
+            self.closed = allowance
+            self.events.append(("gate_closed", {"reason": allowance.reason, **allowance.values}))
+        elif not shut and self.closed is not None:
+            values = self.load.last.as_dict() if self.load is not None and self.load.last else {}
+            self.events.append(("gate_opened", {"was": self.closed.reason, **values}))
+            self.closed = None
+
+    def describe(self) -> dict[str, Any]:
+        """Published in the runners table (``info.gate``) for status and the dashboard."""
+        out: dict[str, Any] = {"kind": self.config.gate.kind, "open": self.closed is None,
+                               "reason": self.closed.reason if self.closed else None}
+        if self.load is not None and self.load.last is not None:
+            out["values"] = self.load.last.as_dict()
+        if self.python is not None:
+            out["python"] = self.python.spec
+        return out

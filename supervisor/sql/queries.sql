@@ -58,6 +58,54 @@ WHERE j.id = slots.id
 RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.run_at,
           j.attempts, j.max_attempts, j.locked_by
 
+-- name: jobs_claim_limited
+-- jobs_claim when limits apply: at most %(type_room)s more per job type and %(queue_room)s more
+-- per queue on this supervisor (NULL: no limit), and at most %(global_limits)s running per type
+-- across every supervisor (the caller holds an advisory lock per such type, so the count
+-- below sees every other claim). It looks at %(scan)s candidates so that a saturated type
+-- is skipped instead of blocking the others.
+WITH candidates AS (
+    SELECT id, job_type, queue, priority, run_at
+    FROM {table}
+    WHERE status IN ('queued', 'retry')
+      AND run_at <= now()
+      AND job_type = ANY(%(types)s::text[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(scan)s
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT c.id, c.job_type, c.queue, c.priority, c.run_at,
+           row_number() OVER (PARTITION BY c.job_type ORDER BY c.priority DESC, c.run_at, c.id) AS type_rank,
+           row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS queue_rank
+    FROM candidates c
+), global_room AS (
+    SELECT g.job_type,
+           g.lim - (SELECT count(*) FROM {table} r WHERE r.status = 'running' AND r.job_type = g.job_type) AS room
+    FROM unnest(%(global_types)s::text[], %(global_limits)s::int[]) AS g(job_type, lim)
+), picked AS (
+    SELECT r.id, row_number() OVER (ORDER BY r.priority DESC, r.run_at, r.id) AS slot
+    FROM ranked r
+    JOIN unnest(%(types)s::text[], %(type_room)s::int[]) AS t(job_type, room) ON t.job_type = r.job_type
+    LEFT JOIN unnest(%(queues)s::text[], %(queue_room)s::int[]) AS q(queue, room) ON q.queue = r.queue
+    LEFT JOIN global_room g ON g.job_type = r.job_type
+    WHERE (t.room IS NULL OR r.type_rank <= t.room)
+      AND (q.room IS NULL OR r.queue_rank <= q.room)
+      AND (g.room IS NULL OR r.type_rank <= g.room)
+    ORDER BY r.priority DESC, r.run_at, r.id
+    LIMIT %(n)s
+)
+UPDATE {table} AS j
+SET status = 'running',
+    attempts = j.attempts + 1,
+    locked_by = (%(locks)s::text[])[picked.slot],
+    locked_at = now(),
+    updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.run_at,
+          j.attempts, j.max_attempts, j.locked_by
+
 -- name: jobs_count_due
 -- How many runnable jobs of the handled types (and served queues) are waiting, counted up to
 -- %(limit)s: whether the pool should grow.
