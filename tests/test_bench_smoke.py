@@ -15,7 +15,7 @@ def test_bench_quick_run_prints_the_table(server_dsn: str, tmp_path: Path) -> No
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "enqueue,noop",
          "--systems", "jobsupervisor", "--dsn", server_dsn, "--out", str(out)],
-        capture_output=True, text=True, timeout=180, cwd=REPO,
+        capture_output=True, text=True, timeout=100, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| Measure | jobsupervisor |" in proc.stdout
