@@ -153,3 +153,25 @@ def chatty(job):
     for i in range(int(job.payload.get("lines", 100))):
         print(f"chatty line {i}", flush=True)
         time.sleep(float(job.payload.get("every", 0.01)))
+
+
+# --- pool and gates (tests/test_pool_and_gates.py) --------------------------------------------
+def hold_and_record(job):
+    """Records "start" and "end" (clock_timestamp(), on its own connection) around a hold of
+    ``payload["hold"]`` seconds: tests compute how many jobs ran at once from these rows."""
+    record(job, "start")
+    time.sleep(float(job.payload.get("hold", 0.5)))
+    record(job, "end")
+
+
+for _name in ("peak", "peak_other"):  # one body, two job types (a limited one and a free one)
+    job(_name)(hold_and_record)
+
+_hoard: list[bytes] = []  # survives the job: the child's RSS stays high afterwards
+
+
+@job("hog")
+def hog(job):
+    """Allocates ``payload["mb"]`` MiB, touches every page and keeps it after returning."""
+    _hoard.append(b"\x01" * (int(job.payload.get("mb", 100)) * 2**20))
+    record(job, "ran")

@@ -119,3 +119,21 @@ def test_python_gate_invalid_answer_denies():
     gate = PythonGate("m:f", lambda s: "yes")
     assert gate.allowance(STATE).limit == 0
     assert "expected True, False, None or an int" in gate.errors[0]
+
+
+def test_python_gate_that_exits_denies_instead_of_stopping_the_supervisor():
+    import sys
+
+    gate = PythonGate("m:quits", lambda s: sys.exit(3))
+    answer = gate.allowance(STATE)
+    assert answer.limit == 0 and "SystemExit" in answer.reason
+
+
+def test_python_gate_int_caps_running_jobs_and_a_reached_cap_is_not_a_closed_gate():
+    busy = PoolState(idle=2, busy=3, children=5, running_by_type={}, running_by_queue={})
+    gate = PythonGate("m:f", lambda s: 4)
+    assert gate.allowance(STATE).limit == 4
+    assert gate.allowance(busy).limit == 1 and not gate.allowance(busy).closed
+    full = PythonGate("m:f", lambda s: 3).allowance(busy)
+    assert full.limit == 0 and full.at_cap and not full.closed
+    assert PythonGate("m:f", lambda s: 0).allowance(busy).closed

@@ -2,7 +2,9 @@
 
 Each gate answers one question through ``allowance(state) -> Allowance``: ``limit`` is the
 most new jobs it lets start (None: no limit from this gate), ``reason`` says why it holds
-work back. The supervisor asks every gate and takes the smallest answer. Limits that must
+work back. The supervisor asks every gate and takes the smallest answer. A limit of 0 is a
+closed gate (logged), unless ``at_cap`` says it is only a cap that is reached for now (a gate
+that allows N running jobs while N run): that is a full pool, not a closed gate. Limits that must
 hold across machines (``global_concurrency``) are not gates: they live in the claim SQL.
 """
 
@@ -17,6 +19,11 @@ class Allowance:
     limit: int | None = None
     reason: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    at_cap: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.limit == 0 and not self.at_cap
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,9 @@ class ClaimPlan:
     room: Any  # static.Room
     global_limits: dict[str, int]
     allowance: Allowance
+    # Some limit is in force (a type's, a queue's, fleet-wide or a gate's cap): a claim that
+    # comes back short may have left work waiting that a finished job lets start.
+    capped: bool = False
 
     @property
     def limited(self) -> bool:
@@ -92,34 +102,39 @@ class Gatekeeper:
 
     def plan(self, idle: int, running: list[tuple[str, str]], types: dict[str, dict[str, Any]]) -> ClaimPlan:
         """``running``: (job_type, queue) of every job this supervisor runs now."""
-        from .static import room
-
-        by_type: dict[str, int] = {}
-        by_queue: dict[str, int] = {}
-        for job_type, queue in running:
-            by_type[job_type] = by_type.get(job_type, 0) + 1
-            by_queue[queue] = by_queue.get(queue, 0) + 1
+        by_type, by_queue = _count(running)
         state = PoolState(idle=idle, busy=len(running), children=idle + len(running),
                           running_by_type=by_type, running_by_queue=by_queue)
         allowance = combine([gate.allowance(state) for gate in self.gates])
         self._note(allowance)
         n = idle if allowance.limit is None else max(min(idle, allowance.limit), 0)
+        r = self.room(running, types)
+        global_limits = {t: types[t]["global_concurrency"] for t in r.types if types[t].get("global_concurrency")}
+        capped = (allowance.limit is not None
+                  or any(o.get("max_concurrency") or o.get("global_concurrency") for o in types.values())
+                  or any(q.concurrency for q in (self.config.queues or {}).values()))
+        return ClaimPlan(n, r, global_limits, allowance, capped)
+
+    def room(self, running: list[tuple[str, str]], types: dict[str, dict[str, Any]]) -> Any:
+        """The static room alone (no gate is asked): which types and queues may start more."""
+        from .static import room
+
+        by_type, by_queue = _count(running)
         queues = self.config.queues
         queue_caps = None if queues is None else {name: q.concurrency for name, q in queues.items()}
-        r = room({t: opts.get("max_concurrency") for t, opts in types.items()}, queue_caps, by_type, by_queue)
-        global_limits = {t: types[t]["global_concurrency"] for t in r.types if types[t].get("global_concurrency")}
-        return ClaimPlan(n, r, global_limits, allowance)
+        return room({t: opts.get("max_concurrency") for t, opts in types.items()}, queue_caps, by_type, by_queue)
 
     def _note(self, allowance: Allowance) -> None:
         if self.python is not None:
             for error in self.python.errors:
                 self.events.append(("gate_error", {"gate": self.python.spec, "error": error}))
             self.python.errors.clear()
-        shut = allowance.limit == 0
-        if shut and self.closed is None:
+        if allowance.closed and self.closed is None:
             self.closed = allowance
             self.events.append(("gate_closed", {"reason": allowance.reason, **allowance.values}))
-        elif not shut and self.closed is not None:
+        elif allowance.closed:
+            self.closed = allowance  # still closed: status shows the current reason and values
+        elif self.closed is not None:
             values = self.load.last.as_dict() if self.load is not None and self.load.last else {}
             self.events.append(("gate_opened", {"was": self.closed.reason, **values}))
             self.closed = None
@@ -130,6 +145,17 @@ class Gatekeeper:
                                "reason": self.closed.reason if self.closed else None}
         if self.load is not None and self.load.last is not None:
             out["values"] = self.load.last.as_dict()
+        elif self.closed is not None and self.closed.values:
+            out["values"] = dict(self.closed.values)
         if self.python is not None:
             out["python"] = self.python.spec
         return out
+
+
+def _count(running: list[tuple[str, str]]) -> tuple[dict[str, int], dict[str, int]]:
+    by_type: dict[str, int] = {}
+    by_queue: dict[str, int] = {}
+    for job_type, queue in running:
+        by_type[job_type] = by_type.get(job_type, 0) + 1
+        by_queue[queue] = by_queue.get(queue, 0) + 1
+    return by_type, by_queue

@@ -34,10 +34,26 @@ class Sample:
                 "loadavg_per_core": round(self.loadavg_per_core, 2)}
 
 
+MIN_CPU_SPAN = 0.5  # seconds: CPU percent over a shorter span is mostly noise
+_cpu: list[float] = []  # [monotonic time of the last psutil.cpu_percent call, its value]
+
+
+def cpu_percent() -> float:
+    """CPU percent since the previous measurement, without blocking. psutil measures from
+    its previous call, process-wide: a gate made again by a reload would otherwise measure
+    a few milliseconds (0 % or 100 %), so a recent value is reused instead."""
+    now = time.monotonic()
+    if _cpu and now - _cpu[0] < MIN_CPU_SPAN:
+        return _cpu[1]
+    value = psutil.cpu_percent(interval=None)
+    _cpu[:] = [now, value]
+    return value
+
+
 def sample_machine() -> Sample:
     cores = os.cpu_count() or 1
     return Sample(
-        cpu_percent=psutil.cpu_percent(interval=None),  # since the previous call: never blocks
+        cpu_percent=cpu_percent(),
         memory_available=psutil.virtual_memory().available,
         loadavg_per_core=os.getloadavg()[0] / cores,
     )
@@ -59,19 +75,22 @@ class LoadGate:
         self.last: Sample | None = None
         self.next_sample = 0.0
         self.changes: list[tuple[str, str | None, dict[str, float]]] = []  # for the loop to log
-        if sampler is sample_machine:
-            psutil.cpu_percent(interval=None)  # prime: the first call has nothing to compare with
+        if sampler is sample_machine and not _cpu:
+            cpu_percent()  # prime, once per process: the first call has nothing to compare with
 
     def over(self, s: Sample, margin: float = 1.0) -> str | None:
-        """Why ``s`` is too much load (None: it is fine). ``margin`` < 1 is the reopening test."""
+        """Why ``s`` is too much load (None: it is fine), every threshold crossed. ``margin`` < 1
+        is the reopening test."""
+        reasons = []
         if s.cpu_percent > self.cpu_percent_max * margin:
-            return f"cpu {s.cpu_percent:.0f}% > {self.cpu_percent_max * margin:.0f}%"
+            reasons.append(f"cpu {s.cpu_percent:.0f}% > {self.cpu_percent_max * margin:.0f}%")
         if s.memory_available < self.memory_available_min / margin:
-            return (f"memory available {s.memory_available // 2**20}MiB < "
-                    f"{int(self.memory_available_min / margin) // 2**20}MiB")
+            reasons.append(f"memory available {s.memory_available // 2**20}MiB < "
+                           f"{int(self.memory_available_min / margin) // 2**20}MiB")
         if s.loadavg_per_core > self.loadavg_per_core_max * margin:
-            return f"load average per core {s.loadavg_per_core:.2f} > {self.loadavg_per_core_max * margin:.2f}"
-        return None
+            reasons.append(f"load average per core {s.loadavg_per_core:.2f} > "
+                           f"{self.loadavg_per_core_max * margin:.2f}")
+        return ", ".join(reasons) or None
 
     def update(self) -> None:
         now = self.clock()
@@ -96,7 +115,7 @@ class LoadGate:
     def allowance(self, state: PoolState) -> Allowance:
         self.update()
         if self.closed:
-            return Allowance(0, f"load gate closed: {self.reason}", self.last.as_dict() if self.last else {})
+            return Allowance(0, f"machine load: {self.reason}", self.last.as_dict() if self.last else {})
         return Allowance(None)
 
     def describe(self) -> dict[str, object]:

@@ -1,8 +1,11 @@
 """A user's gate (``gate.python: "module:function"``), consulted before each claim.
 
 The function receives a :class:`~supervisor.gates.PoolState` and returns ``True`` or
-``None`` (allow), ``False`` (deny) or an int (at most that many new jobs). An exception
-denies and is logged; it never stops the supervisor.
+``None`` (allow), ``False`` (deny) or an int N: at most N jobs running at once on this
+supervisor (0 denies). N counts running jobs, not new ones, because the function is asked
+before every claim: a constant answer must mean a stable cap, and a gate that thinks in new
+jobs can return ``state.busy + k``. An exception denies and is logged; it never stops the
+supervisor.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import traceback
 from typing import Any, Callable
 
 from . import Allowance, PoolState
+
+ERROR_EVERY = 10.0  # seconds between two gate_error lines of one gate
 
 
 def load_function(spec: str, base_dir: str | None = None) -> Callable[[PoolState], Any]:
@@ -33,23 +38,31 @@ class PythonGate:
     def __init__(self, spec: str, func: Callable[[PoolState], Any]):
         self.spec = spec
         self.func = func
-        self.errors: list[str] = []  # for the loop to log (rate-limited there)
-        self.last_error_at = 0.0
+        self.errors: list[str] = []  # for the loop to log
+        self.last_error_at = -ERROR_EVERY
 
     def allowance(self, state: PoolState) -> Allowance:
         try:
             answer = self.func(state)
-        except Exception as error:  # noqa: BLE001 - a user's gate must never crash the supervisor
-            now = time.monotonic()
-            if now - self.last_error_at > 10.0:  # one log line per 10 s, not one per tick
-                self.last_error_at = now
-                self.errors.append("".join(traceback.format_exception_only(type(error), error)).strip())
+        except BaseException as error:  # noqa: BLE001 - a user's gate must never stop the supervisor (sys.exit too)
+            self.report("".join(traceback.format_exception_only(type(error), error)).strip())
             return Allowance(0, f"gate {self.spec} raised {type(error).__name__}")
         if answer is None or answer is True:
             return Allowance(None)
         if answer is False:
             return Allowance(0, f"gate {self.spec} denied")
         if isinstance(answer, int) and not isinstance(answer, bool):
-            return Allowance(max(answer, 0), f"gate {self.spec} capped at {answer}" if answer <= 0 else None)
-        self.errors.append(f"returned {answer!r}; expected True, False, None or an int")
+            if answer <= 0:
+                return Allowance(0, f"gate {self.spec} returned {answer}")
+            return Allowance(max(answer - state.busy, 0), f"gate {self.spec} caps running jobs at {answer}",
+                             at_cap=state.busy >= answer)
+        self.report(f"returned {answer!r}; expected True, False, None or an int")
         return Allowance(0, f"gate {self.spec} returned an invalid value")
+
+    def report(self, error: str) -> None:
+        """One log line per ERROR_EVERY seconds, not one per check (it is asked every second
+        while it keeps work back)."""
+        now = time.monotonic()
+        if now - self.last_error_at >= ERROR_EVERY:
+            self.last_error_at = now
+            self.errors.append(error)

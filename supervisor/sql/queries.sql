@@ -62,14 +62,21 @@ RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.r
 -- jobs_claim when limits apply: at most %(type_room)s more per job type and %(queue_room)s more
 -- per queue on this supervisor (NULL: no limit), and at most %(global_limits)s running per type
 -- across every supervisor (the caller holds an advisory lock per such type, so the count
--- below sees every other claim). It looks at %(scan)s candidates so that a saturated type
--- is skipped instead of blocking the others.
-WITH candidates AS (
+-- below sees every other claim). Types that are full fleet-wide are left out of the scan, as
+-- the caller leaves out types and queues that are full here: a saturated type is skipped, never
+-- waited behind. It looks at %(scan)s candidates; when a type with a little room has more
+-- waiting than that, the caller claims again at once, with that type full and so skipped.
+WITH global_room AS (
+    SELECT g.job_type,
+           g.lim - (SELECT count(*) FROM {table} r WHERE r.status = 'running' AND r.job_type = g.job_type) AS room
+    FROM unnest(%(global_types)s::text[], %(global_limits)s::int[]) AS g(job_type, lim)
+), candidates AS (
     SELECT id, job_type, queue, priority, run_at
     FROM {table}
     WHERE status IN ('queued', 'retry')
       AND run_at <= now()
       AND job_type = ANY(%(types)s::text[])
+      AND job_type NOT IN (SELECT job_type FROM global_room WHERE room <= 0)
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(scan)s
@@ -79,10 +86,6 @@ WITH candidates AS (
            row_number() OVER (PARTITION BY c.job_type ORDER BY c.priority DESC, c.run_at, c.id) AS type_rank,
            row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS queue_rank
     FROM candidates c
-), global_room AS (
-    SELECT g.job_type,
-           g.lim - (SELECT count(*) FROM {table} r WHERE r.status = 'running' AND r.job_type = g.job_type) AS room
-    FROM unnest(%(global_types)s::text[], %(global_limits)s::int[]) AS g(job_type, lim)
 ), picked AS (
     SELECT r.id, row_number() OVER (ORDER BY r.priority DESC, r.run_at, r.id) AS slot
     FROM ranked r
@@ -107,18 +110,24 @@ RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.r
           j.attempts, j.max_attempts, j.locked_by
 
 -- name: jobs_count_due
--- How many runnable jobs of the handled types (and served queues) are waiting, counted up to
--- %(limit)s: whether the pool should grow.
-SELECT count(*)
+-- Runnable jobs of the given types (and queues) by type and queue, among the first %(limit)s in
+-- claim order, with how many of each type in %(global_types)s run fleet-wide: whether and how
+-- much the pool should grow (the caller fits them into the room each type and queue has left).
+SELECT due.job_type, due.queue, count(*)::int,
+       CASE WHEN due.job_type = ANY(%(global_types)s::text[])
+            THEN (SELECT count(*) FROM {table} r WHERE r.status = 'running' AND r.job_type = due.job_type)::int
+       END AS running_everywhere
 FROM (
-    SELECT 1
+    SELECT job_type, queue
     FROM {table}
     WHERE status IN ('queued', 'retry')
       AND run_at <= now()
       AND job_type = ANY(%(types)s::text[])
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
 ) AS due
+GROUP BY due.job_type, due.queue
 
 -- name: job_set_succeeded
 -- Record success, fenced: only the child that holds the lock can complete the job.
