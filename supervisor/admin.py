@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -95,23 +95,45 @@ _ACTIONS = {
     "run-now": ("jobs_run_now", "only queued or retry jobs can be run now"),
     "delete": ("jobs_delete", "a running job cannot be deleted (kill it first)"),
 }
+KILL_REFUSAL = "only running jobs can be killed"
+ACTIONS = ("retry", "cancel", "run-now", "delete", "kill")
+
+# The statuses each action applies to (SPEC §2 state machine).
+APPLIES_TO = {
+    "retry": ("failed", "cancelled"),
+    "cancel": ("queued", "retry"),
+    "run-now": ("queued", "retry"),
+    "delete": ("queued", "retry", "succeeded", "failed", "cancelled"),
+    "kill": ("running",),
+}
+
+
+def refusal_reason(action: str) -> str:
+    return KILL_REFUSAL if action == "kill" else _ACTIONS[action][1]
+
+
+def _refusals(conn: psycopg.Connection, q: Any, ids: list[int], changed: list[int], reason: str) -> dict[int, str]:
+    done = set(changed)
+    rest = [i for i in dict.fromkeys(ids) if i not in done]
+    if not rest:
+        return {}
+    found = dict(conn.execute(q.jobs_status_of, {"ids": rest}).fetchall())
+    return {job_id: (f"job {job_id} does not exist" if job_id not in found
+                     else f"job {job_id} is {found[job_id]}: {reason}") for job_id in rest}
 
 
 def act(conn: psycopg.Connection, table: str, action: str, ids: list[int]) -> ActionResult:
-    """Apply ``retry``, ``cancel``, ``run-now`` or ``delete`` to ids; one transaction."""
+    """Apply ``retry``, ``cancel``, ``run-now``, ``delete`` or ``kill`` to ids; one transaction.
+    Ids the action cannot apply to (or that do not exist) are refused, each with its reason."""
+    if action == "kill":
+        return kill(conn, table, ids)
     if action not in _ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     q = queries_for(table)
     query_name, refusal = _ACTIONS[action]
     with conn.transaction():
         changed = [row[0] for row in conn.execute(getattr(q, query_name), {"ids": ids}).fetchall()]
-        refused: dict[int, str] = {}
-        rest = [i for i in ids if i not in set(changed)]
-        if rest:
-            found = dict(conn.execute(q.jobs_status_of, {"ids": rest}).fetchall())
-            for job_id in rest:
-                refused[job_id] = (f"job {job_id} does not exist" if job_id not in found
-                                   else f"job {job_id} is {found[job_id]}: {refusal}")
+        refused = _refusals(conn, q, ids, changed, refusal)
         if changed and action in ("retry", "run-now"):
             conn.execute(q.jobs_notify)
     return ActionResult(action, sorted(changed), refused)
@@ -131,26 +153,77 @@ def kill(conn: psycopg.Connection, table: str, ids: list[int]) -> ActionResult:
         for job_id, lock in rows:
             conn.execute(q.control_notify, {"payload": json.dumps({"kill": job_id, "lock": lock})})
         changed = [row[0] for row in rows]
-        refused: dict[int, str] = {}
-        rest = [i for i in ids if i not in set(changed)]
-        if rest:
-            found = dict(conn.execute(q.jobs_status_of, {"ids": rest}).fetchall())
-            for job_id in rest:
-                refused[job_id] = (f"job {job_id} does not exist" if job_id not in found
-                                   else f"job {job_id} is {found[job_id]}: only running jobs can be killed")
+        refused = _refusals(conn, q, ids, changed, KILL_REFUSAL)
     return ActionResult("kill", sorted(changed), refused)
 
 
-def stop_runner(conn: psycopg.Connection, table: str, runner_id: str) -> bool:
-    """Ask one runner to drain and exit; False when no such runner is registered."""
+class FilterError(ValueError):
+    """A filter an action cannot be applied on (empty, or a status the action never applies to)."""
+
+
+def act_on_filter(conn: psycopg.Connection, table: str, action: str, filters: "JobFilter", *,
+                  batch: int = 500) -> ActionResult:
+    """Apply an action to every job matching ``filters`` that it applies to (the Python API
+    behind ``jobsupervisor retry --type T --status failed`` and friends).
+
+    Without ``filters.status`` the action takes every status it applies to (``retry --type T``
+    retries T's failed and cancelled jobs); a status it never applies to, or an empty filter,
+    raises :class:`FilterError` and changes nothing. Jobs are changed in batches of ``batch``,
+    one short transaction each (built on :func:`act_on_matching`). ``refused`` lists only
+    jobs whose status changed between being selected and being acted on.
+    """
+    if action not in APPLIES_TO:
+        raise ValueError(f"unknown action {action!r}")
+    if not filters.active:
+        raise FilterError(f"{action}: give job ids or at least one filter (type, status, queue); "
+                          "an empty filter would match every job")
+    statuses = APPLIES_TO[action]
+    if filters.status is not None:
+        if filters.status not in statuses:
+            raise FilterError(f"{action} cannot apply to {filters.status} jobs: {refusal_reason(action)}")
+        statuses = (filters.status,)
+    changed: list[int] = []
+    refused: dict[int, str] = {}
+    for status in statuses:
+        result, _ = act_on_matching(conn, table, action, replace(filters, status=status),
+                                    limit=2**62, batch=batch)
+        changed.extend(result.changed)
+        refused.update(result.refused)
+    return ActionResult(action, sorted(changed), refused)
+
+
+def stop_runner(conn: psycopg.Connection, table: str, runner_id: str) -> str | None:
+    """Ask one runner to drain and exit, through the database: its row asks (seen at its next
+    heartbeat) and a NOTIFY on the control channel makes it immediate, across machines.
+
+    ``runner_id`` is a runner's id, or the ``host:pid`` (or ``host``) of exactly one, or its pid when
+    only one runner has it. Returns the id asked, None when no runner matches; raises
+    ValueError naming the candidates when several do."""
     import json
 
     q = queries_for(table)
     with conn.transaction():
-        found = conn.execute(q.runner_request_stop, {"id": runner_id}).fetchone()
+        target = _resolve_runner(conn, q, runner_id)
+        if target is None:
+            return None
+        found = conn.execute(q.runner_request_stop, {"id": target}).fetchone()
         if found:
-            conn.execute(q.control_notify, {"payload": json.dumps({"stop": runner_id})})
-    return found is not None
+            conn.execute(q.control_notify, {"payload": json.dumps({"stop": target})})
+    return target if found else None
+
+
+def _resolve_runner(conn: psycopg.Connection, q: Any, text: str) -> str | None:
+    text = text.strip()
+    rows = conn.execute(q.runners_list).fetchall()
+    ids = [row[0] for row in rows]
+    if text in ids:
+        return text
+    matches = [i for i in ids if i.startswith(text + ":")] if text else []  # host, or host:pid
+    if not matches and text.isdigit():
+        matches = [row[0] for row in rows if str(row[2]) == text]
+    if len(matches) > 1:
+        raise ValueError(f"runner {text!r} is ambiguous: it matches {', '.join(sorted(matches))}")
+    return matches[0] if matches else None
 
 
 # --- the dashboard's queries (supervisor/web) -------------------------------------------------
@@ -221,7 +294,7 @@ def act_on_matching(conn: psycopg.Connection, table: str, action: str, filters: 
     """Apply an action (``retry``, ``cancel``, ``run-now``, ``delete`` or ``kill``) to every job
     matching ``filters``, newest first, in batches of ``batch`` (one transaction each), at most
     ``limit`` jobs. Returns the combined result and whether the limit stopped it early."""
-    if action != "kill" and action not in _ACTIONS:
+    if action not in APPLIES_TO:
         raise ValueError(f"unknown action {action!r}")
     q = queries_for(table)
     params = filters.params()
@@ -234,7 +307,7 @@ def act_on_matching(conn: psycopg.Connection, table: str, action: str, filters: 
         ids = [row[0] for row in conn.execute(q.jobs_ids_matching, params).fetchall()]
         if not ids:
             return ActionResult(action, sorted(changed), refused), False
-        result = kill(conn, table, ids) if action == "kill" else act(conn, table, action, ids)
+        result = act(conn, table, action, ids)
         changed.extend(result.changed)
         refused.update(result.refused)
         seen += len(ids)

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from . import __version__
 
+_STATUSES = ("queued", "running", "succeeded", "retry", "failed", "cancelled")
 COMMANDS = ("run", "migrate", "enqueue", "status", "jobs", "show", "retry", "cancel", "run-now", "delete",
             "stop", "config", "web", "kill", "runners", "schedules")
 
@@ -53,6 +54,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jobsupervisor", description="Postgres-backed background jobs, run by a supervisor.")
     _config_option(parser, top=True)
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("jobs", "list jobs, newest first")
-    p.add_argument("--status", choices=["queued", "running", "succeeded", "retry", "failed", "cancelled"])
+    p.add_argument("--status", choices=list(_STATUSES))
     p.add_argument("--type", dest="job_type")
     p.add_argument("--queue")
     p.add_argument("--limit", type=_non_negative_int, default=50)
@@ -93,22 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     for name, text in (("retry", "put failed or cancelled jobs back in the queue"),
-                       ("cancel", "cancel waiting jobs"),
+                       ("cancel", "cancel waiting (queued or retry) jobs"),
                        ("run-now", "make waiting jobs due now"),
-                       ("delete", "delete jobs that are not running")):
-        p = add(name, text)
-        p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
+                       ("delete", "delete jobs that are not running"),
+                       ("kill", "kill running jobs: their child is killed at once, the job fails with "
+                                "'killed by operator'")):
+        p = add(name, f"{text}; on job IDs, or on every job matching a filter")
+        p.add_argument("ids", type=_job_id, nargs="*", metavar="ID")
+        p.add_argument("--type", dest="job_type", metavar="T", help="every job of this type")
+        p.add_argument("--status", choices=list(_STATUSES), help="every job in this status")
+        p.add_argument("--queue", metavar="Q", help="every job in this queue")
+        p.add_argument("--json", action="store_true", help="print what changed as JSON")
 
-    p = add("kill", "kill running jobs: their child is killed at once, the job fails with 'killed by operator'")
-    p.add_argument("ids", type=int, nargs="+", metavar="ID")
-
-    p = add("runners", "list live supervisors; 'runners stop ID' asks one to drain and exit")
+    p = add("runners", "list live supervisors; 'runners stop ID' asks one to drain and exit (ID: a runner id, "
+                       "a unique prefix such as host:pid, or a pid)")
     p.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
     p.add_argument("runner_id", nargs="?", metavar="ID")
     p.add_argument("--json", action="store_true")
 
     p = add("schedules", "list the configured cron schedules with their next runs")
-    p.add_argument("--count", type=int, default=3, help="how many next runs to show")
+    p.add_argument("--count", type=_positive_int, default=3, help="how many next runs to show")
     p.add_argument("--json", action="store_true")
 
     p = add("stop", "gracefully stop the supervisor named by the pidfile, and wait")
@@ -130,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except UserError as error:
-        print(f"jobsupervisor: {error}", file=sys.stderr)
+        from .units import mask_secrets
+
+        print(f"jobsupervisor: {mask_secrets(str(error))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("jobsupervisor: interrupted", file=sys.stderr)
@@ -277,6 +294,8 @@ def cmd_enqueue(config, args) -> int:
     if args.payload is not None:
         try:
             payload = json.loads(args.payload)
+        except RecursionError:
+            raise UserError("PAYLOAD_JSON is nested too deeply", exit_code=2) from None
         except ValueError as error:
             raise UserError(f"PAYLOAD_JSON is not valid JSON: {error}", exit_code=2) from None
     if args.run_at and args.delay:
@@ -319,11 +338,25 @@ def _read_job_lines(stream, config=None) -> list[dict[str, Any]]:
     from .errors import UserError
 
     jobs = []
-    for number, line in enumerate(stream, 1):
+    # Bytes, decoded here line by line: invalid UTF-8 is then an error naming its line, not a
+    # UnicodeDecodeError from the middle of the loop (or, with surrogateescape, text that only
+    # fails in the database). A byte-order mark at the very start is allowed.
+    raw = getattr(stream, "buffer", stream)
+    for number, line in enumerate(raw, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise UserError(f"stdin line {number}: not valid UTF-8 (byte {error.start + 1} of the line); "
+                                "nothing enqueued", exit_code=2) from None
+        elif number == 1:
+            line = line.removeprefix("\ufeff")
         if not line.strip():
             continue
         try:
             item = json.loads(line)
+        except RecursionError:
+            raise UserError(f"stdin line {number}: JSON nested too deeply; nothing enqueued", exit_code=2) from None
         except ValueError as error:
             raise UserError(f"stdin line {number}: not valid JSON ({error}); nothing enqueued", exit_code=2) from None
         if not isinstance(item, dict) or not isinstance(item.get("job_type"), str):
@@ -379,11 +412,28 @@ def cmd_status(config, args) -> int:
         print(f"runner {r['id']}: {r['busy']}/{r['children']} children busy, queues {queues}, "
               f"heartbeat {_age(r['heartbeat_age'])} ago, version {r['version']}" + (" (STALE: not heard from)" if r.get('stale') else ""))
         gate = (r.get("info") or {}).get("gate")
-        if gate and gate.get("kind") != "static" or gate and not gate.get("open", True):
-            state = "open" if gate.get("open", True) else f"CLOSED: {gate.get('reason')}"
-            values = ", ".join(f"{k} {v}" for k, v in (gate.get("values") or {}).items())
-            print(f"    gate {gate.get('kind')}: {state}" + (f" ({values})" if values else ""))
+        if gate and (gate.get("kind") != "static" or gate.get("python") or not gate.get("open", True)):
+            print("    " + _gate_line(gate))
     return 0
+
+
+def _gate_line(gate: dict[str, Any]) -> str:
+    """``gate load: CLOSED (machine load: cpu 97% > 85%); cpu 97.0%, memory available 21.3GiB, ...``"""
+    from .units import format_size
+
+    names = {"cpu_percent": ("cpu", "{}%"), "loadavg_per_core": ("load average per core", "{}")}
+    values = []
+    for key, value in (gate.get("values") or {}).items():
+        if key == "memory_available" and isinstance(value, int):
+            values.append(f"memory available {format_size(value)}")
+        else:
+            label, shape = names.get(key, (key, "{}"))
+            values.append(f"{label} {shape.format(value)}")
+    kind = gate.get("kind") or "static"
+    if gate.get("python"):
+        kind += f" + python {gate['python']}"
+    state = "open" if gate.get("open", True) else f"CLOSED ({gate.get('reason')})"
+    return f"gate {kind}: {state}" + (f"; {', '.join(values)}" if values else "")
 
 
 def cmd_jobs(config, args) -> int:
@@ -428,18 +478,57 @@ def cmd_show(config, args) -> int:
     return 0
 
 
-def _act(config, args, action: str) -> int:
-    from .admin import act
+_DONE = {"retry": ("queued again", "retried"), "cancel": ("cancelled", "cancelled"),
+         "run-now": ("due now", "made due now"), "delete": ("deleted", "deleted"),
+         "kill": ("killed", "killed")}
+SHOW_IDS_UP_TO = 20  # a filter that changed more jobs prints the count, not every id
 
+
+def _act(config, args, action: str) -> int:
+    """retry/cancel/run-now/delete/kill on ids (each refusal named, exit 1) or on a filter
+    (applied in batches; a filter the action cannot apply to is refused with exit 2)."""
+    from .admin import FilterError, JobFilter, act, act_on_filter
+    from .errors import UserError
+
+    filters = JobFilter(status=args.status, job_type=args.job_type, queue=args.queue)
+    if args.ids and filters.active:
+        raise UserError(f"{action}: give job IDs or a filter (--type, --status, --queue), not both", exit_code=2)
+    if not args.ids and not filters.active:
+        raise UserError(f"{action}: give job IDs, or a filter: at least one of --type T, --status S, --queue Q",
+                        exit_code=2)
     with _connect(config) as conn:
         _require_schema(conn, config)
-        result = act(conn, config.database.table, action, args.ids)
-    past = {"retry": "queued again", "cancel": "cancelled", "run-now": "due now", "delete": "deleted"}[action]
-    for job_id in result.changed:
-        print(f"job {job_id}: {past}")
-    for job_id, reason in result.refused.items():
-        print(f"jobsupervisor: {reason}", file=sys.stderr)
-    return 0 if result.ok else 1
+        if args.ids:
+            result = act(conn, config.database.table, action, args.ids)
+        else:
+            try:
+                result = act_on_filter(conn, config.database.table, action, filters)
+            except FilterError as error:
+                raise UserError(f"{error}; nothing changed", exit_code=2) from None
+    each, summary = _DONE[action]
+    if args.json:
+        _print_json({"action": action, "changed": result.changed,
+                     "refused": {str(k): v for k, v in result.refused.items()}})
+    else:
+        if args.ids or len(result.changed) <= SHOW_IDS_UP_TO:
+            for job_id in result.changed:
+                print(f"job {job_id}: {each}")
+        where = ""
+        if not args.ids:
+            where = " matching " + ", ".join(f"{name} {value}" for name, value in
+                                             (("type", args.job_type), ("status", args.status),
+                                              ("queue", args.queue)) if value is not None)
+        count = len(result.changed)
+        print(f"{summary} {count} job{'' if count == 1 else 's'}{where}")
+    if args.ids:
+        for job_id, reason in result.refused.items():
+            print(f"jobsupervisor: {reason}", file=sys.stderr)
+        return 0 if result.ok else 1
+    if result.refused:  # a filter's jobs that changed state between selection and action
+        print(f"jobsupervisor: {len(result.refused)} matching job(s) changed state meanwhile and were left alone: "
+              + ", ".join(str(i) for i in list(result.refused)[:SHOW_IDS_UP_TO])
+              + (" …" if len(result.refused) > SHOW_IDS_UP_TO else ""), file=sys.stderr)
+    return 0
 
 
 def cmd_retry(config, args) -> int:
@@ -459,32 +548,38 @@ def cmd_delete(config, args) -> int:
 
 
 def cmd_kill(config, args) -> int:
-    from .admin import kill
-
-    with _connect(config) as conn:
-        _require_schema(conn, config)
-        result = kill(conn, config.database.table, args.ids)
-    for job_id in result.changed:
-        print(f"job {job_id}: killed")
-    for job_id, reason in result.refused.items():
-        print(f"jobsupervisor: {reason}", file=sys.stderr)
-    return 0 if result.ok else 1
+    return _act(config, args, "kill")
 
 
 def cmd_runners(config, args) -> int:
-    from .admin import status, stop_runner
+    from .admin import list_runners, stop_runner
     from .errors import UserError
 
+    if args.action == "list" and args.runner_id:
+        raise UserError(f"unexpected argument {args.runner_id!r}: did you mean 'runners stop {args.runner_id}'?",
+                        exit_code=2)
     with _connect(config) as conn:
         _require_schema(conn, config)
         if args.action == "stop":
             if not args.runner_id:
                 raise UserError("runners stop needs a runner ID (see 'jobsupervisor runners')", exit_code=2)
-            if not stop_runner(conn, config.database.table, args.runner_id):
-                raise UserError(f"runner {args.runner_id} is not registered", exit_code=1)
-            print(f"runner {args.runner_id}: asked to drain and exit")
+            try:
+                target = stop_runner(conn, config.database.table, args.runner_id)
+            except ValueError as error:
+                raise UserError(str(error), exit_code=1) from None
+            if target is None:
+                raise UserError(f"runner {args.runner_id} is not registered (see 'jobsupervisor runners')",
+                                exit_code=1)
+            stale = [r for r in list_runners(conn, config.database.table) if r["id"] == target and r["stale"]]
+            if args.json:
+                _print_json({"stopping": target, "stale": bool(stale)})
+            else:
+                print(f"runner {target}: asked to drain and exit")
+            if stale:
+                print(f"jobsupervisor: warning: runner {target} has not sent a heartbeat for "
+                      f"{_age(stale[0]['heartbeat_age'])}; it may be gone already", file=sys.stderr)
             return 0
-        runners = status(conn, config.database.table)["runners"]
+        runners = list_runners(conn, config.database.table)
     if args.json:
         _print_json(runners)
         return 0
@@ -495,6 +590,8 @@ def cmd_runners(config, args) -> int:
     for r in runners:
         queues = ",".join(r["queues"]) if r["queues"] else "all"
         beat = _age(r["heartbeat_age"]) + " ago" + (" STALE" if r.get("stale") else "")
+        if (r.get("info") or {}).get("stop"):
+            beat += " (stopping)"
         print(f"{r['id']:<36} {r['host'][:20]:<20} {r['pid']:>7} {r['version']:<9} {r['children']:>8} "
               f"{r['busy']:>5} {queues[:16]:<16} {beat}")
     return 0
@@ -510,11 +607,10 @@ def cmd_schedules(config, args) -> int:
     if config.schedules:
         with _connect(config) as conn:
             if current_version(conn, config.database.table) >= 3:
-                last = dict(conn.execute(queries_for(config.database.table).schedules_list).fetchall()
-                            and [(n, t) for n, t, _ in conn.execute(
-                                queries_for(config.database.table).schedules_list).fetchall()])
+                rows = conn.execute(queries_for(config.database.table).schedules_list).fetchall()
+                last = {name: tick for name, tick, _ in rows}
             now = conn.execute("SELECT now()").fetchone()[0]
-    rows = describe_schedules(config.schedules, last, now, max(args.count, 1))
+    rows = describe_schedules(config.schedules, last, now, args.count)
     if args.json:
         _print_json(rows)
         return 0
@@ -522,8 +618,12 @@ def cmd_schedules(config, args) -> int:
         print("no schedules configured")
         return 0
     for r in rows:
-        last_tick = r["last_tick"].isoformat(timespec="seconds") if r["last_tick"] else "never"
-        print(f"{r['name']}: '{r['cron']}' ({r['timezone']}) -> {r['job']}, last tick {last_tick}")
+        last_tick = r["last_tick"].isoformat() if r["last_tick"] else "never"
+        extras = [f"queue {r['queue']}" if r["queue"] else None,
+                  f"priority {r['priority']}" if r.get("priority") is not None else None,
+                  f"catch_up {r['catch_up']}"]
+        print(f"{r['name']}: '{r['cron']}' ({r['timezone']}) -> {r['job']} {json.dumps(r['payload'])}, "
+              + ", ".join(e for e in extras if e) + f"; last tick {last_tick}")
         for run in r["next_runs"]:
             print(f"    next: {run.isoformat()}")
     return 0

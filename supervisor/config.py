@@ -632,8 +632,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("logging.level", _choice_kind("debug", "info", "warning", "error",
                                           aliases={"warn": "warning"}), "info",
             "Lowest level logged."),
-    Setting("logging.syslog_address", _string_kind(optional=True), "none",
-            "syslog format: socket path or host:port; none: the local syslog (/dev/log)."),
+    Setting("logging.syslog_address",
+            _string_kind("a socket path, host:port (UDP), udp://host:port or tcp://host:port",
+                         pattern=r"(?i:(?:tcp|udp)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]*):\d{1,5}"
+                                 r"|(?i:unix:(?://)?)?[/.]\S*",
+                         optional=True), "none",
+            "syslog format: socket path, host:port (UDP), udp://host:port or tcp://host:port "
+            "(octet-counted); none: the local syslog (/dev/log)."),
     # web ---------------------------------------------------------------------------------
     Setting("web.listen", _listen_kind(), "off",
             "Dashboard address served by the supervisor, like 127.0.0.1:8080; off: none.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from .errors import UserError
-from .units import mask_dsn
+from .units import mask_dsn, mask_secrets, remember_secrets
 
 APPLICATION_NAME = "jobsupervisor"
 
@@ -28,6 +28,7 @@ _PERMANENT_MARKERS = (
 def resolve_dsn(config) -> str:
     """The configured DSN, or the embedded server's (started on demand)."""
     if config.database.dsn:
+        remember_secrets(config.database.dsn)
         return config.database.dsn
     from .embedded import embedded_dsn
 
@@ -35,12 +36,15 @@ def resolve_dsn(config) -> str:
 
 
 def is_permanent(error: BaseException) -> bool:
+    if isinstance(error, psycopg.ProgrammingError):
+        return True  # libpq could not parse the DSN: waiting will not fix it
     text = str(error).lower()
     return any(marker in text for marker in _PERMANENT_MARKERS)
 
 
 def connect(dsn: str, *, autocommit: bool = True, connect_timeout: int = 10, **kwargs) -> psycopg.Connection:
     """Open a connection with our defaults; raises psycopg errors unchanged."""
+    remember_secrets(dsn)  # its password is masked in every log line and error from now on
     return psycopg.connect(
         dsn,
         autocommit=autocommit,
@@ -55,11 +59,11 @@ def connect_or_exit(dsn: str, **kwargs) -> psycopg.Connection:
     try:
         return connect(dsn, **kwargs)
     except psycopg.Error as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
+        reason = mask_secrets(" ".join(str(error).split())) or type(error).__name__
         raise UserError(f"cannot connect to database {mask_dsn(dsn)}: {reason}", exit_code=2) from None
 
 
 def describe_error(error: BaseException) -> str:
     """One line for a log record; never a password."""
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = mask_secrets(" ".join(str(error).split())) or type(error).__name__
     return f"{type(error).__name__}: {text}"

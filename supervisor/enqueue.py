@@ -49,12 +49,28 @@ def _payload_text(job_type: str, payload: Any) -> str:
     if payload is None:
         payload = {}
     try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        # ensure_ascii=False: the text goes to Postgres as UTF-8 either way, and encoding it
+        # below is what finds a lone surrogate (which jsonb refuses) before it gets there.
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except RecursionError:
+        raise ValueError(f"payload of job type {job_type!r} is nested too deeply to be stored as JSON") from None
     except (TypeError, ValueError) as error:
         raise TypeError(f"payload of job type {job_type!r} is not JSON-serialisable: {error}") from None
     if _JSON_NUL.search(text):
         raise ValueError(f"payload of job type {job_type!r} contains a NUL character (\\u0000), which jsonb cannot store")
+    _check_unicode(f"payload of job type {job_type!r}", text)
     return text
+
+
+def _check_unicode(what: str, text: str) -> None:
+    """Postgres stores UTF-8: a lone surrogate (a string decoded with ``surrogateescape``, or a
+    ``"\\ud800"`` JSON escape) cannot be encoded, and would fail later with a database error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start:error.end]
+        raise ValueError(f"{what} is not valid Unicode: it contains the lone surrogate "
+                         f"{bad.encode('unicode_escape').decode('ascii')} (undecodable bytes?)") from None
 
 
 # A JSON-escaped NUL: "\u0000" preceded by an even number of backslashes (an escaped
@@ -71,6 +87,7 @@ def _text(name: str, value: Any, *, optional: bool) -> str | None:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
     if "\x00" in value:
         raise ValueError(f"{name} {value!r} contains a NUL character, which Postgres text cannot store")
+    _check_unicode(f"{name} {value!r}", value)
     return value
 
 

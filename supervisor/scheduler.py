@@ -8,14 +8,16 @@ schedules; a tick is enqueued by whoever first moves the schedule's ``last_tick`
 (compare-and-set) in the same transaction as the job insert.
 
 Ticks younger than ``ON_TIME_WINDOW`` are all enqueued (a loop that woke a second late loses
-nothing); older ones were missed while every supervisor was down: with ``catch_up: latest``
-the most recent of them is enqueued once, with ``none`` they are skipped.
+nothing); a tick older than that was missed while every supervisor was down: then, with
+``catch_up: latest``, only the most recent due tick is enqueued, once (never one job per
+missed tick); with ``none`` the missed ticks are skipped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -60,6 +62,7 @@ class Scheduler:
         self.table = table
         self.default_queue = default_queue or (lambda job_type: "default")
         self.initialized: set[str] = set()
+        self.db_clock_offset = 0.0  # database clock - local clock, seen at the last pass
 
     def _ticks_between(self, expr: str, tz: zoneinfo.ZoneInfo, start: dt.datetime,
                        end: dt.datetime) -> Iterator[dt.datetime]:
@@ -70,8 +73,13 @@ class Scheduler:
             yield tick.astimezone(dt.timezone.utc)
 
     def next_due(self, now: dt.datetime | None = None) -> float | None:
-        """Epoch seconds of the earliest upcoming tick of any schedule (None: no schedules)."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        """Epoch seconds of the earliest upcoming tick of any schedule (None: no schedules).
+
+        ``now`` defaults to the database's clock as estimated at the last pass: a tick the
+        database has already reached is not "upcoming" (with a local clock behind the
+        database's, the caller would otherwise wake again at once, over and over)."""
+        if now is None:
+            now = dt.datetime.fromtimestamp(time.time() + self.db_clock_offset, dt.timezone.utc)
         best: float | None = None
         for s in self.schedules:
             tick = next(CronSim(s.cron, now.astimezone(zoneinfo.ZoneInfo(s.timezone))))
@@ -81,37 +89,52 @@ class Scheduler:
 
     def run_once(self, conn: psycopg.Connection, now: dt.datetime | None = None) -> list[Enqueued]:
         """Enqueue every due tick not yet enqueued by anyone. ``conn`` in autocommit mode;
-        ``now`` should come from the database clock."""
-        now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        ``now`` should come from the database clock.
+
+        Ticks in ``(last_tick, now]`` are due. While the fleet keeps up (no due tick is older
+        than ``ON_TIME_WINDOW``) each is enqueued. Once a tick was missed by more than that
+        (every supervisor was down), the missed ticks are not owed one by one: with
+        ``catch_up: latest`` only the most recent due tick is enqueued, once; with ``none`` a
+        tick still within the window is enqueued (it is merely late) and the older ones are
+        skipped for good.
+        """
+        if now is None:
+            local = time.time()
+            now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            self.db_clock_offset = now.timestamp() - (local + time.time()) / 2
         done: list[Enqueued] = []
         for s in self.schedules:
             if s.name not in self.initialized:
                 conn.execute(self.q.schedule_init, {"name": s.name, "now": now, "cron": s.cron})
                 self.initialized.add(s.name)
             row = conn.execute(self.q.schedule_get, {"name": s.name}).fetchone()
-            if row is None:
+            if row is None:  # the row was removed by hand: start counting again next time
+                self.initialized.discard(s.name)
                 continue
             last_tick: dt.datetime = row[0]
             tz = zoneinfo.ZoneInfo(s.timezone)
             window_start = now - dt.timedelta(seconds=ON_TIME_WINDOW)
-            due: list[tuple[dt.datetime, bool]] = []
-            if last_tick < window_start and s.catch_up == "latest":
-                # Missed while every supervisor was down: the latest missed tick, once.
-                latest_missed = next(CronSim(s.cron, window_start.astimezone(tz), reverse=True), None)
-                if latest_missed is not None and latest_missed.astimezone(dt.timezone.utc) > last_tick:
-                    due.append((latest_missed.astimezone(dt.timezone.utc), True))
+            # The latest tick strictly before the window: due and late, if after last_tick.
+            latest_missed = next(CronSim(s.cron, window_start.astimezone(tz), reverse=True), None)
+            missed = latest_missed is not None and latest_missed.astimezone(dt.timezone.utc) > last_tick
             # A tick exactly at the window's edge is on time (the reverse search above is strict).
             start = max(last_tick, window_start - dt.timedelta(microseconds=1))
-            due.extend((tick, False) for tick in self._ticks_between(s.cron, tz, start, now))
+            on_time = list(self._ticks_between(s.cron, tz, start, now))
+            due: list[tuple[dt.datetime, bool]]
+            if not missed:
+                due = [(tick, False) for tick in on_time]
+            elif s.catch_up == "latest":
+                # Missed while every supervisor was down: the most recent due tick, once.
+                due = [(on_time[-1] if on_time else latest_missed.astimezone(dt.timezone.utc), True)]
+            else:
+                due = [(on_time[-1], False)] if on_time else []
             for tick, catch_up in due:
                 job_id = self._enqueue_tick(conn, s, tick)
                 if job_id is not None:
                     done.append(Enqueued(s.name, tick, job_id, catch_up))
-            if not due and last_tick < window_start:
+            if missed and not due:
                 # catch_up none: skip the missed ticks for good.
-                latest = next(CronSim(s.cron, now.astimezone(tz), reverse=True), None)
-                if latest is not None and latest.astimezone(dt.timezone.utc) > last_tick:
-                    conn.execute(self.q.schedule_advance, {"name": s.name, "tick": latest, "cron": s.cron})
+                conn.execute(self.q.schedule_advance, {"name": s.name, "tick": latest_missed, "cron": s.cron})
         return done
 
     def _enqueue_tick(self, conn: psycopg.Connection, s: Any, tick: dt.datetime) -> int | None:
@@ -134,7 +157,8 @@ def describe_schedules(schedules: tuple[Any, ...], last_ticks: dict[str, dt.date
     for s in schedules:
         out.append({
             "name": s.name, "cron": s.cron, "timezone": s.timezone, "job": s.job,
-            "payload": json.loads(json.dumps(s.payload)), "queue": s.queue, "catch_up": s.catch_up,
+            "payload": json.loads(json.dumps(s.payload)), "queue": s.queue, "priority": s.priority,
+            "catch_up": s.catch_up,
             "last_tick": last_ticks.get(s.name),
             "next_runs": next_runs(s.cron, s.timezone, now, count),
         })

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["parse_duration", "format_duration", "parse_size", "format_size", "mask_dsn"]
+__all__ = ["parse_duration", "format_duration", "parse_size", "format_size", "mask_dsn", "mask_secrets",
+           "remember_secrets"]
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 
@@ -188,3 +189,69 @@ def mask_dsn(dsn: str | None) -> str | None:
                 rest = f"{user}:{MASK}{after}"
         return head + _URI_QUERY_PASSWORD.sub(lambda m: m.group(1) + MASK, rest)
     return _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+
+
+# Free text (error messages, log fields, tracebacks) may quote a DSN or a piece of one:
+# libpq's conninfo parser echoes the offending token ("unexpected spaces found in "se cret"",
+# "invalid percent-encoded token: "s3c%ret""), which can be the password alone. So besides
+# DSN-shaped text, every password this process has connected with is masked wherever it shows.
+_URI_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@\"']*:)([^\s@\"']*)(@)")
+MIN_SECRET_LENGTH = 4  # shorter "passwords" would mask ordinary words; DSN-shaped text still is
+_SECRETS: set[str] = set()
+_SECRET_PATTERN: re.Pattern[str] | None = None
+
+
+def dsn_passwords(dsn: str | None) -> set[str]:
+    """The password(s) written in *dsn*, as written and percent-decoded."""
+    from urllib.parse import unquote
+
+    found: set[str] = set()
+    if not dsn:
+        return found
+    text = str(dsn)
+    start = _URI_START.match(text)
+    if start:
+        rest = text[start.end():]
+        authority_end = min([p for p in (rest.find("?"), rest.find("#")) if p != -1] or [len(rest)])
+        at = rest.rfind("@", 0, authority_end)
+        if at != -1:
+            _, colon, password = rest[:at].partition(":")
+            if colon and password:
+                found.add(password)
+        for match in _URI_QUERY_PASSWORD.finditer(rest):
+            found.add(rest[match.end(1):match.end()])
+    else:
+        for match in _KV_PASSWORD.finditer(text):
+            value = match.group(2)
+            if value.startswith("'"):
+                value = value[1:-1] if value.endswith("'") and len(value) > 1 else value[1:]
+                found.add(value.replace("\\'", "'").replace("\\\\", "\\"))
+            found.add(value)
+    found |= {unquote(p) for p in found}
+    return {p for p in found if p}
+
+
+def remember_secrets(dsn: str | None) -> None:
+    """Mask the password(s) of *dsn* in everything :func:`mask_secrets` sees from now on."""
+    global _SECRET_PATTERN
+    new = {p for p in dsn_passwords(dsn) if len(p) >= MIN_SECRET_LENGTH} - _SECRETS
+    if not new:
+        return
+    _SECRETS.update(new)
+    # Longest first, so a password containing another is masked whole.
+    _SECRET_PATTERN = re.compile("|".join(re.escape(p) for p in sorted(_SECRETS, key=len, reverse=True)))
+
+
+def mask_secrets(text: str) -> str:
+    """*text* with DSN passwords (URI user info, ``password=``) and every remembered password
+    replaced by ``***``. Cheap when there is nothing to mask."""
+    if not text:
+        return text
+    if _SECRET_PATTERN is not None:
+        text = _SECRET_PATTERN.sub(MASK, text)
+    if "://" in text:
+        text = _URI_IN_TEXT.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+        text = _URI_QUERY_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+    if "assword" in text or "ASSWORD" in text:
+        text = _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+    return text

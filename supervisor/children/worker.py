@@ -31,7 +31,7 @@ from ..backoff import retry_delay
 from ..db import connect, describe_error
 from ..queries import queries_for
 from ..registry import Job, get_handler, handlers, import_handlers, options_for
-from ..units import format_duration
+from ..units import format_duration, mask_secrets
 from . import protocol
 
 MAX_ERROR = 64 * 1024  # last_error is cut to this, keeping the head and the tail of a traceback
@@ -65,6 +65,14 @@ def truncate_error(text: str, limit: int = MAX_ERROR) -> str:
     return text[:head] + f"\n… [{len(text) - head - tail} characters cut] …\n" + text[-tail:]
 
 
+def clean_error(text: str) -> str:
+    """An error as last_error and the log can hold it: Postgres text takes no NUL and no lone
+    surrogate (an exception message may carry either: binary data, undecodable file names), and
+    a password a handler or a library quoted is masked like in every log line."""
+    text = mask_secrets(text.replace("\x00", "\\x00"))
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -94,7 +102,25 @@ class Worker:
         line = self.rfile.readline()
         if not line:
             return None
-        return protocol.decode(line)
+        try:
+            return protocol.decode(line)
+        except (RecursionError, ValueError) as error:
+            return self.undecodable_run(line, error)
+
+    @staticmethod
+    def undecodable_run(line: bytes, error: BaseException) -> dict[str, Any]:
+        """A ``run`` message whose payload Python's json cannot load, though Postgres stored it
+        (jsonb takes nesting far deeper than Python's recursion limit, and integers longer than
+        its 4300 digits): the job must fail with that reason, not kill the child every attempt.
+        The payload is the last key of the message (see protocol.encode_run), and ``,"payload":``
+        cannot occur inside a JSON string, so the job's spec is everything before it."""
+        head, found, _ = line.partition(b',"payload":')
+        if not found:
+            raise error
+        spec = protocol.decode(head + b"}}")["job"]
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        return {"op": protocol.RUN, "job": spec,
+                "payload_error": f"the payload cannot be loaded in Python: {reason}"}
 
     # --- start ------------------------------------------------------------------------
     def boot(self) -> bool:
@@ -185,12 +211,12 @@ class Worker:
                 return  # supervisor closed the socket: it is gone or wants us gone
             op = message.get("op")
             if op == protocol.RUN:
-                self.send(self.run(message["job"]))
+                self.send(self.run(message["job"], message.get("payload_error")))
                 _title("child idle")
             elif op == protocol.STOP:
                 return
 
-    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def run(self, spec: dict[str, Any], payload_error: str | None = None) -> dict[str, Any]:
         job_id = spec["id"]
         job_type = spec["job_type"]
         lock = spec["lock"]
@@ -205,6 +231,8 @@ class Worker:
                   conn, lock)
         error_text: str | None = None
         try:
+            if payload_error is not None:
+                raise ValueError(payload_error)
             if handler is None:
                 raise LookupError(f"no handler for job type {job_type!r} in this child")
             if handler.is_async:
@@ -212,8 +240,8 @@ class Worker:
             else:
                 handler.func(job)
         except BaseException as error:  # noqa: BLE001 - a handler's sys.exit is a failure too
-            error_text = truncate_error("".join(traceback.format_exception(error)).rstrip())
-            short = "".join(traceback.format_exception_only(type(error), error)).strip()
+            error_text = truncate_error(clean_error("".join(traceback.format_exception(error)).rstrip()))
+            short = clean_error("".join(traceback.format_exception_only(type(error), error)).strip()[:4000])
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         result: dict[str, Any] = {"op": protocol.DONE, "id": job_id, "duration_ms": duration_ms}
         delay = retry_delay(spec["attempts"], kind=opts.backoff, delay=opts.backoff_delay,
