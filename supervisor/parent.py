@@ -108,6 +108,8 @@ class Supervisor:
         self.next_schedule_wall: float | None = None  # next cron tick (local clock)
         # When a claim was pointless (gates closed, every type at its limit), try again no
         # sooner than this, or the loop would spin; a finished job resets it.
+        self.reap_wanted = True
+        self.next_reap = 0.0
         self.claim_retry_at = 0.0
         # The last claim was held back by a limit (a type, a queue, a gate's cap, fleet-wide):
         # a finished job may make room for work that waits now, so job_done asks again.
@@ -298,7 +300,7 @@ class Supervisor:
 
     def next_timeout(self) -> float:
         now = time.monotonic()
-        due = [self.next_poll, self.next_heartbeat, self.next_rescue, self.next_probe]
+        due = [self.next_poll, self.next_heartbeat, self.next_rescue, self.next_probe, self.next_reap]
         if self.conn is None or self.pending:
             due.append(self.db_retry_at)
         if not self.listener.up:
@@ -358,7 +360,7 @@ class Supervisor:
                 signal.SIGINT: self.handle_int, signal.SIGTERM: self.handle_term,
                 signal.SIGQUIT: self.handle_quit, signal.SIGHUP: self.handle_hup,
                 signal.SIGTTIN: self.handle_ttin, signal.SIGTTOU: self.handle_ttou,
-                signal.SIGCHLD: lambda: None,  # reaping happens every tick
+                signal.SIGCHLD: self.handle_chld,
             }[signum]
             handler()
 
@@ -496,10 +498,23 @@ class Supervisor:
             elif op == protocol.BOOT_ERROR:
                 child.ending = "boot_error"
                 self.give_up(f"child {child.pid} could not start: {message.get('error')}")
+        if child.eof:
+            self.stop_watching(child.sock)
+
+    def stop_watching(self, fileobj: Any) -> None:
+        """A closed socket or pipe stays readable forever: stop selecting on it (or the loop
+        spins until the child is reaped) and reap soon."""
+        try:
+            self.selector.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+        self.reap_wanted = True
 
     def on_child_output(self, child: Child) -> None:
         for line in self.pool.read_output(child):
             logs.write_line(line)
+        if child.out_eof:
+            self.stop_watching(child.out_fd)
 
     def read_children(self) -> None:
         """Selector callbacks already ran; nothing else to do here (kept as a named step)."""
@@ -564,7 +579,17 @@ class Supervisor:
             return True
         return False
 
+    def handle_chld(self) -> None:
+        self.reap_wanted = True
+
     def reap_children(self) -> None:
+        # Polling every child costs a wait4() each: do it when SIGCHLD said one exited, and
+        # once a second anyway (signals of the same kind coalesce; this is the safety net).
+        now = time.monotonic()
+        if not self.reap_wanted and now < self.next_reap:
+            return
+        self.reap_wanted = False
+        self.next_reap = now + 1.0
         for child in self.pool.poll_exited():
             self.child_exited(child)
 
@@ -728,6 +753,13 @@ class Supervisor:
         # becomes 8 ms with 30,000 waiting jobs. None of the supervisor's statements needs a
         # bitmap scan, so this connection does without them.
         conn.execute("SET enable_bitmapscan = off")
+        # Claims commit without waiting for the WAL flush (0.8 ms -> 0.3 ms per claim, and the
+        # claim is the loop's hot path). Safe for at-least-once: a claim lost in a server crash
+        # leaves its job queued, to run again; and WAL is written in order, so a child's
+        # completion (committed synchronously on its own connection, after the claim) is never
+        # durable while the claim before it is lost. Outcomes this connection records for dead
+        # children are written with synchronous commit (flush_pending).
+        conn.execute("SET synchronous_commit = off")
         return conn
 
     def db(self) -> psycopg.Connection | None:
@@ -780,7 +812,15 @@ class Supervisor:
     def flush_pending(self) -> bool:
         while self.pending:
             write = self.pending[0]
-            if self.execute(write.query, write.params) is None:
+            db = self.db()
+            if db is None:
+                return False
+            try:
+                with db.transaction():
+                    db.execute("SET LOCAL synchronous_commit = on")  # an outcome must survive a crash
+                    db.execute(write.query, write.params)
+            except psycopg.OperationalError as error:
+                self.db_lost(error)
                 return False
             self.pending.pop(0)
         return True

@@ -58,6 +58,8 @@ class Child:
     # "recycle", "retire", "reload"), so its exit can be recorded correctly.
     ending: str | None = None
     stop_sent: bool = False
+    eof: bool = False  # its control socket reached end-of-file
+    out_eof: bool = False  # its output pipe reached end-of-file
     term_sent: float | None = None
     kill_at: float | None = None
     exit_status: int | None = None
@@ -144,11 +146,16 @@ class Pool:
         """Send a message. Small ones fit the socket buffer; a large payload waits for the (idle)
         child to read it, but never longer than SEND_TIMEOUT: a hung child is killed instead."""
         try:
-            child.sock.settimeout(SEND_TIMEOUT)
             try:
-                child.sock.sendall(data)
-            finally:
-                child.sock.setblocking(False)
+                sent = child.sock.send(data)  # the common case: it fits, no mode switching
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                child.sock.settimeout(SEND_TIMEOUT)
+                try:
+                    child.sock.sendall(data[sent:])
+                finally:
+                    child.sock.setblocking(False)
             return True
         except OSError:
             # Gone (reaping will tell why) or hung: either way it cannot take work.
@@ -200,8 +207,10 @@ class Pool:
             except BlockingIOError:
                 break
             except OSError:
+                child.eof = True
                 break
             if not data:
+                child.eof = True  # it closed its end: exiting (or gone)
                 break
             for line in child.inbuf.feed(data):
                 try:
@@ -225,6 +234,7 @@ class Pool:
                     continue
                 break
             if not data:
+                child.out_eof = True
                 break
             lines.extend(child.outbuf.feed(data))
         if final:

@@ -25,6 +25,7 @@ import traceback
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from .. import logs
 from ..backoff import retry_delay
@@ -255,10 +256,26 @@ class Worker:
             result["rss"] = _rss_bytes()
         return result
 
+    @staticmethod
+    def execute_alone(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> psycopg.Cursor:
+        """Run one statement as its own transaction in one round trip (not BEGIN, statement,
+        COMMIT: three). Only when no transaction is open, i.e. the handler wrote nothing
+        through job.conn that would have to commit together with the outcome."""
+        conn.autocommit = True
+        try:
+            return conn.execute(query, params)
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
     def record_success(self, job_id: int, lock: str, delay: float, max_attempts: int) -> dict[str, Any]:
         conn = self.conn
+        params = {"id": job_id, "lock": lock}
         try:
-            cur = conn.execute(self.queries.job_set_succeeded, {"id": job_id, "lock": lock})
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                cur = self.execute_alone(conn, self.queries.job_set_succeeded, params)
+                return {"outcome": "succeeded" if cur.rowcount == 1 else "lost"}
+            cur = conn.execute(self.queries.job_set_succeeded, params)
             if cur.rowcount == 1:
                 conn.commit()
                 return {"outcome": "succeeded"}
@@ -287,10 +304,8 @@ class Worker:
         return {"outcome": row[0], "run_at": row[1]}
 
     def _write_failure(self, params: dict[str, Any]) -> Any:
-        conn = self.ensure_connection()
-        row = conn.execute(self.queries.job_set_failed_or_retry, params).fetchone()
-        conn.commit()
-        return row
+        conn = self.ensure_connection()  # rolled back before: no transaction is open
+        return self.execute_alone(conn, self.queries.job_set_failed_or_retry, params).fetchone()
 
     def after_connection_loss(self, job_id: int, lock: str, error: BaseException) -> dict[str, Any]:
         """The commit of a success was cut off: we cannot know whether it happened. Give the job
