@@ -772,3 +772,25 @@ def test_dashboard_indexes_come_from_a_migration(db):
     indexes = dict(db.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").fetchall())
     assert indexes["jobs_status_id_idx"].endswith("USING btree (status, id)")
     assert indexes["jobs_type_id_idx"].endswith("USING btree (job_type, id)")
+
+
+def test_supervisor_serves_the_dashboard_as_a_managed_child(make_config, start_supervisor, db):
+    """web.listen: the supervisor starts the dashboard, forwards its log, and stops it on exit."""
+    import psutil
+
+    from conftest import wait_for
+
+    add(db, "fail", "failed")
+    sup = start_supervisor(make_config({"web": {"listen": "127.0.0.1:0"}}))
+    started = sup.wait_event("web_started")
+    child = sup.wait_event("web_child_started")
+    url = started.get("url") or started.get("address")
+    assert url, started
+    url = url if url.startswith("http") else f"http://{url}"
+    with urllib.request.urlopen(url.rstrip("/") + "/jobs?status=failed", timeout=10) as response:
+        assert response.status == 200 and b"fail" in response.read()
+    sup.signal(signal.SIGINT)
+    assert sup.wait_exit(30) == 0
+    wait_for(lambda: not psutil.pid_exists(child["web_pid"])
+             or psutil.Process(child["web_pid"]).status() == psutil.STATUS_ZOMBIE, 10,
+             message="dashboard process gone")
