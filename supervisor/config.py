@@ -943,8 +943,13 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Confi
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{shown}: not UTF-8 text (byte {exc.start})") from None
-    data = _parse_yaml(text, shown)
-    config = config_from_dict(data, source=shown, env=env, base_dir=os.path.dirname(absolute))
+    try:
+        data = _parse_yaml(text, shown)
+        config = config_from_dict(data, source=shown, env=env, base_dir=os.path.dirname(absolute))
+    except RecursionError:
+        # A YAML anchor that contains its own alias (&a {max: *a}) nests without end.
+        raise ConfigError(f"{shown}: the file refers to itself (a YAML alias inside its own anchor), "
+                          "expected plain nested values") from None
     return dataclasses.replace(config, path=absolute)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 
 from .errors import UserError
@@ -54,10 +56,29 @@ def connect(dsn: str, *, autocommit: bool = True, connect_timeout: int = 10, **k
     )
 
 
+def _tolerant_json_loads(data: bytes | str) -> object:
+    try:
+        return json.loads(data)
+    except (RecursionError, ValueError) as error:
+        text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray, memoryview)) else str(data)
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        return {"_unreadable_json": f"cannot be loaded in Python: {reason}", "_raw": text[:10000]}
+
+
+def tolerate_unreadable_json(conn: psycopg.Connection) -> psycopg.Connection:
+    """Views of the table (CLI, dashboard) show a payload Python cannot load (nesting beyond
+    the recursion limit, integers of more than 4,300 digits: valid jsonb from any SQL producer)
+    as a marker with its raw text, instead of failing the whole page or command."""
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(_tolerant_json_loads, conn)
+    return conn
+
+
 def connect_or_exit(dsn: str, **kwargs) -> psycopg.Connection:
     """For CLI commands: connect, or raise one clear UserError (exit 2) naming the masked DSN."""
     try:
-        return connect(dsn, **kwargs)
+        return tolerate_unreadable_json(connect(dsn, **kwargs))
     except psycopg.Error as error:
         reason = mask_secrets(" ".join(str(error).split())) or type(error).__name__
         raise UserError(f"cannot connect to database {mask_dsn(dsn)}: {reason}", exit_code=2) from None

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import psycopg
 from psycopg.types.json import Jsonb
+from psycopg.types.numeric import IntBinaryDumper, IntDumper
 
 from .queries import queries_for
 from .registry import options_for
@@ -31,6 +32,25 @@ class JobId(int):
         obj = super().__new__(cls, value)
         obj.created = created
         return obj
+
+
+# A JobId goes to Postgres as the bigint it is, alone or in a list. Left to itself psycopg
+# sizes a list of int subclasses from one element: [JobId(64000), JobId(1)] was sent as
+# smallint[] and failed with "value out of range", ids straight from enqueue_many() included.
+# These stay dispatchers like psycopg's own int dumpers (same oid), so lists mixing JobIds and
+# plain ints are still accepted.
+class _JobIdDumper(IntDumper):
+    def upgrade(self, obj: int, format: Any) -> Any:
+        return self._int8_dumper
+
+
+class _JobIdBinaryDumper(IntBinaryDumper):
+    def upgrade(self, obj: int, format: Any) -> Any:
+        return self._int8_dumper
+
+
+psycopg.adapters.register_dumper(JobId, _JobIdDumper)
+psycopg.adapters.register_dumper(JobId, _JobIdBinaryDumper)
 
 
 @contextmanager

@@ -27,6 +27,24 @@ def _is_our_supervisor(pid: int, written_at: float) -> bool:
     return "jobsupervisor" in title or "supervisor.cli" in title
 
 
+def _make_dirs(directory: str) -> None:
+    """Create missing directories 0755 (not what a umask of 000 would give: 0777)."""
+    missing = []
+    path = os.path.abspath(directory)
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o755)
+
+
 class Pidfile:
     def __init__(self, path: str):
         self.path = path
@@ -48,9 +66,10 @@ class Pidfile:
     def acquire(self) -> None:
         directory = os.path.dirname(self.path) or "."
         try:
-            os.makedirs(directory, exist_ok=True)
+            _make_dirs(directory)
             # The lock closes the gap between "nobody holds it" and "we wrote it".
-            self.fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self.fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            os.fchmod(self.fd, 0o600)
         except OSError as error:
             raise UserError(f"pidfile {self.path}: cannot write it ({error.strerror})", exit_code=2) from None
         try:
@@ -64,8 +83,14 @@ class Pidfile:
             raise UserError(f"pidfile {self.path}: a supervisor is already running with pid {other}", exit_code=2)
         try:
             tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            # Never through a symlink someone planted, and never writable by others (whatever
+            # the umask): the file decides which process 'stop' signals.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                os.fchmod(fd, 0o644)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            finally:
+                os.close(fd)
             os.replace(tmp, self.path)
         except OSError as error:
             raise UserError(f"pidfile {self.path}: cannot write it ({error.strerror})", exit_code=2) from None

@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import psycopg
@@ -40,6 +41,7 @@ from . import charts as charts_mod
 from . import metrics as metrics_mod
 
 ENV_SECRET = "JOBSUPERVISOR_WEB_SECRET"
+ENV_ALLOWED_HOSTS = "JOBSUPERVISOR_WEB_ALLOWED_HOSTS"
 LIVE_HEADER = "X-Live"
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -80,10 +82,10 @@ class Pool:
         self._lock = threading.Lock()
 
     def _open(self) -> psycopg.Connection:
-        from ..db import connect
+        from ..db import connect, tolerate_unreadable_json
 
-        conn = connect(self.dsn, autocommit=True, prepare_threshold=None,
-                       application_name="jobsupervisor-web")
+        conn = tolerate_unreadable_json(connect(self.dsn, autocommit=True, prepare_threshold=None,
+                                                application_name="jobsupervisor-web"))
         conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(self.statement_timeout_ms),))
         return conn
 
@@ -122,6 +124,7 @@ class State:
     read_only: bool
     auth: Any  # BasicAuth | None
     handler_error: str | None
+    allowed_hosts: list[str] = field(default_factory=list)  # host names besides IPs/localhost; ["*"]: any
 
 
 def state() -> State:
@@ -151,7 +154,7 @@ class _JSON(DefaultJSONProvider):
 
 # --- the application ------------------------------------------------------------------------
 def create_app(config, dsn: str, *, secret_key: str | bytes | None = None, import_handlers: bool = True,
-               pool_size: int = 8) -> Flask:
+               pool_size: int = 8, allowed_hosts: list[str] | None = None) -> Flask:
     """The dashboard for ``config``'s jobs table in the database at ``dsn``.
 
     ``secret_key`` signs the session cookie that carries the CSRF token; default
@@ -179,7 +182,10 @@ def create_app(config, dsn: str, *, secret_key: str | bytes | None = None, impor
             do_import(config.imports, config.base_dir)
         except Exception as error:  # noqa: BLE001 - the dashboard works without the handlers
             handler_error = f"{type(error).__name__}: {error}"
+    allowed = allowed_hosts if allowed_hosts is not None else [
+        h.strip().lower() for h in os.environ.get(ENV_ALLOWED_HOSTS, "").split(",") if h.strip()]
     app.extensions["jobsupervisor"] = State(config=config, table=config.database.table, pool=Pool(dsn, pool_size),
+                                            allowed_hosts=allowed,
                                             read_only=config.web.read_only, auth=config.web.auth,
                                             handler_error=handler_error)
     app.register_blueprint(bp)
@@ -201,10 +207,37 @@ def _digest(text: str | None) -> bytes:
     return hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).digest()
 
 
+def _local_host(host: str) -> bool:
+    """Is a Host header an IP literal or a localhost name (what a browser sends to a
+    dashboard reached by address), rather than a DNS name an attacker could re-point?"""
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8080
+        name = name[1:name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name in ("localhost", "localhost.") or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
 @bp.before_app_request
 def _guard() -> Response | None:
     st = state()
     g.now = time.time()
+    if st.auth is None and st.allowed_hosts != ["*"]:
+        # Without auth, a foreign host name is DNS rebinding: a page on evil.example re-points
+        # its name at our address and becomes same-origin with us. Answer only to addresses,
+        # localhost, and names the operator allowed ($JOBSUPERVISOR_WEB_ALLOWED_HOSTS).
+        host = request.host or ""
+        bare = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else host
+        if not _local_host(host) and bare not in st.allowed_hosts:
+            return Response("Unknown host name: without web.auth this dashboard answers only to IP addresses,"
+                            " localhost and $JOBSUPERVISOR_WEB_ALLOWED_HOSTS.\n", 421,
+                            {"Content-Type": "text/plain; charset=utf-8"})
     if st.auth is not None:
         given = request.authorization
         ok = False
