@@ -49,6 +49,12 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
 MAX_BOOTING = max(2, os.cpu_count() or 2)  # children starting at once when demand grows
 BOOT_FAILURES_TO_GIVE_UP = 5  # children dying before "ready" in a row (without a boot_error message)
 RETENTION_INTERVAL = 60.0  # seconds between retention passes
+# Prefetch: while a backlog of short jobs waits, each child gets up to this many more claimed
+# jobs queued in the supervisor, handed over the moment it reports done: one claim round trip
+# then serves several jobs. Only without limits or gates (they count what runs).
+PREFETCH_PER_CHILD = 2
+PREFETCH_MAX_AVG_SECONDS = 0.025
+PREFETCH_STALE = 0.5  # a child busier than this gives its prefetched jobs back
 GATE_RETRY = 1.0  # a closed gate is asked again after this long (it samples once a second)
 GLOBAL_LIMIT_LOCK_SPACE = 0x6A6F6273  # first key of the advisory locks serialising global_concurrency claims
 
@@ -110,6 +116,7 @@ class Supervisor:
         # sooner than this, or the loop would spin; a finished job resets it.
         self.reap_wanted = True
         self.next_reap = 0.0
+        self.type_avg: dict[str, float] = {}  # seconds, moving average per job type (prefetch: quick ones only)
         self.claim_retry_at = 0.0
         # The last claim was held back by a limit (a type, a queue, a gate's cap, fleet-wide):
         # a finished job may make room for work that waits now, so job_done asks again.
@@ -320,6 +327,8 @@ class Supervisor:
         for child in self.pool:
             if child.job is not None and child.job.deadline is not None:
                 due.append(child.job.deadline)
+            if child.job is not None and child.prefetched:
+                due.append(child.job.started + PREFETCH_STALE)
             if child.kill_at is not None:
                 due.append(child.kill_at)
             if child.state == IDLE and len(self.pool) > self.children_min:
@@ -416,6 +425,7 @@ class Supervisor:
                       shutdown_timeout=self.config.shutdown_timeout)
         self.notifier.stopping(f"draining: {busy} job(s) running")
         for child in self.pool:
+            self.return_prefetched(child, "shutdown")
             self.pool.ask_to_stop(child, "shutdown", self.config.children.kill_grace)
 
     def stop_running_jobs(self) -> None:
@@ -470,6 +480,7 @@ class Supervisor:
         self.pool.generation += 1
         # New children load the new handler code; old ones finish their job first.
         for child in self.pool:
+            self.return_prefetched(child, "reload")
             self.pool.ask_to_stop(child, "reload", self.config.children.kill_grace)
         self.log.info("config_reloaded", config=new.path, generation=self.pool.generation)
 
@@ -560,13 +571,22 @@ class Supervisor:
             self.claim_wanted = True
         else:
             self.log.warning("job_lock_lost", outcome=outcome, **context)
+        duration = message.get("duration_ms")
+        if isinstance(duration, (int, float)):
+            seconds = duration / 1000.0
+            previous = self.type_avg.get(job.job_type)
+            self.type_avg[job.job_type] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
         if child.ending is not None or self.draining:
+            self.return_prefetched(child, child.ending or "shutdown")
             self.pool.ask_to_stop(child, child.ending or "shutdown", self.config.children.kill_grace)
         elif self.should_recycle(child):
+            self.return_prefetched(child, "recycle")
             self.pool.ask_to_stop(child, "recycle", self.config.children.kill_grace)
         else:
             child.state = IDLE
             child.idle_since = time.monotonic()
+            if child.prefetched:
+                self.start_job(child, *child.prefetched.popleft())
 
     def should_recycle(self, child: Child) -> bool:
         limits = self.config.children
@@ -609,6 +629,7 @@ class Supervisor:
                              "see its output above")
         if child.job is not None:
             self.job_lost_with_child(child, status)
+        self.return_prefetched(child, "its child exited")
 
     def give_up(self, reason: str) -> None:
         """Remember the first reason to stop (the tick raises FatalError); later ones, such as
@@ -668,6 +689,9 @@ class Supervisor:
     def kill_overdue(self) -> None:
         now = time.monotonic()
         for child in self.pool:
+            if child.prefetched and child.job is not None and now - child.job.started > PREFETCH_STALE:
+                # This job turned out long: what waits behind it could run elsewhere now.
+                self.return_prefetched(child, "its child is busy with a long job")
             job = child.job
             if job is not None and job.deadline is not None and now >= job.deadline and child.term_sent is None:
                 self.pool.terminate(child, "timeout", self.config.children.kill_grace)
@@ -974,6 +998,11 @@ class Supervisor:
             self.log.warning("operator_request_invalid", payload=payload[:200])
             return
         if "kill" in request:
+            for child in self.pool:
+                kept = [p for p in child.prefetched
+                        if not (p[0].id == request["kill"] and p[0].lock == request.get("lock"))]
+                if len(kept) != len(child.prefetched):
+                    child.prefetched = collections.deque(kept)
             for child in self.pool.busy():
                 if child.job.id == request["kill"] and child.job.lock == request.get("lock"):
                     self.pool.kill(child, "killed")
@@ -1034,15 +1063,19 @@ class Supervisor:
         """Kill children whose job is no longer theirs (recovered, killed by an operator or
         deleted): that attempt can no longer complete, and its lock may be someone else's now."""
         busy = [c for c in self.pool.busy() if c.ending != "lock_lost"]
-        if not busy:
+        waiting = [p[0] for c in self.pool for p in c.prefetched]
+        if not busy and not waiting:
             return
-        cur = self.execute(self.q.jobs_lock_lost, {"ids": [c.job.id for c in busy],
-                                                   "locks": [c.job.lock for c in busy]})
+        jobs = [c.job for c in busy] + waiting
+        cur = self.execute(self.q.jobs_lock_lost, {"ids": [j.id for j in jobs], "locks": [j.lock for j in jobs]})
         if cur is None:
             return
         # By (id, lock), not by id: after our own lock on a job was recovered, one child may run
         # the stale attempt while another already runs the new one; only the stale one goes.
         lost = set(cur.fetchall())
+        for child in self.pool:  # not started yet: simply never start them
+            if child.prefetched:
+                child.prefetched = collections.deque(p for p in child.prefetched if (p[0].id, p[0].lock) not in lost)
         for child in busy:
             job = child.job
             if job is None or (job.id, job.lock) not in lost:
@@ -1095,13 +1128,16 @@ class Supervisor:
             wait = GATE_RETRY if plan.n == 0 else self.config.poll_interval
             self.claim_retry_at = time.monotonic() + wait
             return
-        rows = self.claim(plan, idle[:plan.n])
+        slots = idle[:plan.n]
+        rows = self.claim(plan, slots)
         if rows is None:
             return
-        self.hand_out(rows, idle)
+        self.hand_out(rows, slots)
+        if len(rows) == len(slots):
+            self.prefetch(plan)
         if self.gate_headroom is not None:
             self.gate_headroom -= len(rows)
-        if len(rows) == plan.n:
+        if len(rows) == len(slots):
             self.claim_wanted = True  # a full batch: more may be waiting
         elif rows and plan.limited:
             # Fewer than asked, but not because the table ran dry: a type or queue may have
@@ -1151,24 +1187,66 @@ class Supervisor:
             self.db_lost(error)
             return None
 
-    def hand_out(self, rows: list[tuple], idle: list[Child]) -> None:
-        by_lock = {c.lock: c for c in idle}
-        now = time.monotonic()
+    def prefetch(self, plan: ClaimPlan) -> None:
+        """A full batch: a backlog waits. Claim a few more jobs of the types that have been
+        quick so far for every child, so that its next job needs no claim round trip. Never
+        with limits or gates (they count what runs), never for slow types (a prefetched job
+        would wait behind a long one while another machine could run it)."""
+        if plan.limited or self.gatekeeper.gates or self.draining:
+            return
+        fast = [t for t in plan.room.types if self.type_avg.get(t, 1.0) < PREFETCH_MAX_AVG_SECONDS]
+        if not fast:
+            return
+        slots = [child for child in self.pool if child.ending is None and child.state == BUSY
+                 for _ in range(self.prefetch_room(child))]
+        if not slots:
+            return
+        cur = self.execute(self.q.jobs_claim, {"n": len(slots), "types": fast, "queues": plan.room.queues,
+                                               "locks": [c.lock for c in slots]})
+        if cur is not None:
+            self.hand_out(cur.fetchall(), slots)
+
+    def prefetch_room(self, child: Child) -> int:
+        room = PREFETCH_PER_CHILD - len(child.prefetched)
+        if self.config.children.max_jobs:  # never more than it will run before it is recycled
+            room = min(room, self.config.children.max_jobs - child.jobs_done - 1 - len(child.prefetched))
+        return max(room, 0)
+
+    def hand_out(self, rows: list[tuple], slots: list[Child]) -> None:
+        by_lock = {c.lock: c for c in slots}
         for job_id, queue, job_type, payload, priority, run_at, attempts, max_attempts, lock in rows:
             child = by_lock[lock]
             opts = self.types.get(job_type, {})
             timeout = opts.get("timeout")
             running = Running(id=job_id, job_type=job_type, queue=queue, attempts=attempts,
-                              max_attempts=max_attempts, lock=lock, started=now,
-                              deadline=now + timeout if timeout else None, timeout=timeout)
+                              max_attempts=max_attempts, lock=lock, started=0.0, deadline=None, timeout=timeout)
             spec = {"id": job_id, "job_type": job_type, "queue": queue, "priority": priority,
                     "run_at": run_at.timestamp(), "attempts": attempts, "max_attempts": max_attempts,
                     "lock": lock}
-            self.log.info("job_started", job_id=job_id, job_type=job_type, queue=queue, attempt=attempts,
-                          child_pid=child.pid)
-            if not self.pool.hand_out(child, running, spec, payload):
-                # The child died between claim and hand-out; reaping records the attempt.
-                continue
+            if child.job is None and child.state == IDLE:
+                self.start_job(child, running, spec, payload)
+            else:
+                child.prefetched.append((running, spec, payload))
+
+    def start_job(self, child: Child, running: Running, spec: dict[str, Any], payload: str) -> None:
+        """Send a claimed job to a child; its deadline counts from now, not from the claim."""
+        now = time.monotonic()
+        running.started = now
+        running.deadline = now + running.timeout if running.timeout else None
+        self.log.info("job_started", job_id=running.id, job_type=running.job_type, queue=running.queue,
+                      attempt=running.attempts, child_pid=child.pid)
+        # If the child died between claim and hand-out, reaping records the attempt.
+        self.pool.hand_out(child, running, spec, payload)
+
+    def return_prefetched(self, child: Child, reason: str) -> None:
+        """Jobs claimed for a child that will not start them go back to queued at once,
+        the attempt not counted (they never ran)."""
+        while child.prefetched:
+            running, _, _ = child.prefetched.popleft()
+            self.log.info("job_returned", job_id=running.id, job_type=running.job_type, queue=running.queue,
+                          attempt=running.attempts, reason=f"not started: {reason}")
+            self.record(self.q.job_return, {"id": running.id, "lock": running.lock}, f"return job {running.id}")
+        self.claim_wanted = True
 
     # ======================================================================================
     # Status

@@ -8,6 +8,7 @@ what to do, so each step of the loop stays one readable method.
 from __future__ import annotations
 
 import base64
+import collections
 import errno
 import os
 import pickle
@@ -57,6 +58,8 @@ class Child:
     # Why the supervisor is ending this child ("timeout", "killed", "shutdown", "lock_lost",
     # "recycle", "retire", "reload"), so its exit can be recorded correctly.
     ending: str | None = None
+    # Claimed for this child and not started yet (prefetch): (Running, spec, payload JSON).
+    prefetched: collections.deque = field(default_factory=collections.deque)
     stop_sent: bool = False
     eof: bool = False  # its control socket reached end-of-file
     out_eof: bool = False  # its output pipe reached end-of-file

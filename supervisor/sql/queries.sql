@@ -156,10 +156,11 @@ SET status = 'failed', finished_at = now(), updated_at = now(), last_error = %(e
 WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
 
 -- name: job_return
--- Give a running job back (graceful shutdown ran out of time, or its completion was cut off):
--- queued again at once, and the interrupted attempt does not count.
+-- Give a running job back (graceful shutdown ran out of time, its completion was cut off, or
+-- it was prefetched and never started): queued again at once, keeping its place in line, and
+-- the interrupted attempt does not count.
 UPDATE {table}
-SET status = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
+SET status = 'queued', attempts = greatest(attempts - 1, 0), run_at = least(run_at, now()),
     locked_by = NULL, locked_at = NULL, updated_at = now()
 WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
 
