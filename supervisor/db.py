@@ -84,6 +84,16 @@ def connect_or_exit(dsn: str, **kwargs) -> psycopg.Connection:
         raise UserError(f"cannot connect to database {mask_dsn(dsn)}: {reason}", exit_code=2) from None
 
 
+def close_quietly(conn: psycopg.Connection | None) -> None:
+    """Close a connection that may already be broken; closing one can fail any way."""
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def describe_error(error: BaseException) -> str:
     """One line for a log record; never a password."""
     text = mask_secrets(" ".join(str(error).split())) or type(error).__name__

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from . import logs
-from .db import connect, describe_error
+from .db import close_quietly, connect, describe_error
 from .queries import quote_ident
 
 
@@ -77,11 +77,7 @@ class Listener:
             return False
 
     def lost(self, error: BaseException) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
-                pass
+        close_quietly(self.conn)
         self.conn = None
         if self.lost_since is None:
             self.lost_since = time.monotonic()
@@ -95,12 +91,8 @@ class Listener:
         self.retry_delay = min(self.retry_delay * 2, 5.0)
 
     def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.conn = None
+        close_quietly(self.conn)
+        self.conn = None
 
     def __repr__(self) -> str:  # pragma: no cover
         return f"<Listener up={self.up}>"

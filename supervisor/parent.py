@@ -31,7 +31,7 @@ from .children import protocol
 from .children.pool import BOOTING, BUSY, IDLE, STOPPING, Child, Pool, Running, describe_exit
 from .config import Config, load_config
 from .children.web import WebProcess
-from .db import connect, describe_error, is_permanent
+from .db import close_quietly, connect, describe_error, is_permanent
 from .errors import ConfigError, UserError
 from .gates import ClaimPlan, Gatekeeper
 from .listener import Listener, parse_due
@@ -807,11 +807,7 @@ class Supervisor:
         return self.conn
 
     def db_lost(self, error: BaseException) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(self.conn)
         self.conn = None
         if self.db_lost_since is None:
             self.db_lost_since = time.monotonic()
