@@ -19,10 +19,16 @@ Sinks (``logging.format``):
 Secrets never reach a sink: every string field is passed through
 :func:`supervisor.units.mask_secrets` (DSN passwords, and every password this process has
 connected with), tracebacks and forwarded child lines included.
+
+Hot records (``job_started``, ``job_succeeded``: two per job) go through :func:`emit_many` /
+:func:`emit` instead of a structlog logger: the same bytes as the configured structlog pipeline
+would produce for ``get_logger().<level>(event, **fields)``, at a fraction of the cost, and a
+whole batch in one ``write()`` for the ``json`` sink (see "fast path" below).
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as _dt
 import errno
 import json
@@ -32,6 +38,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -251,22 +258,39 @@ class _Sink:
 _sink = _Sink()
 
 
+# Writers in this process take turns: a batch that the kernel takes in several pieces (a pipe
+# that is full, a non-blocking fd) is never split by another thread's line. Reentrant, so that
+# a signal handler that logs cannot deadlock; re-created in a forked child.
+_write_lock = threading.RLock()
+
+
 def write_raw(data: bytes, fd: int = 2) -> None:
-    """Write one line with as few write() calls as the kernel allows (normally one)."""
+    """Write one line (or a batch of lines) with as few write() calls as the kernel allows
+    (normally one): partial writes are continued, EINTR retried, EAGAIN waited out; a closed
+    fd drops the data."""
     if not data.endswith(b"\n"):
         data += b"\n"
-    view = memoryview(data)
-    while view:
+    with _write_lock:
         try:
-            written = os.write(fd, view)
-        except InterruptedError:
-            continue
-        except BlockingIOError:
-            select.select([], [fd], [], 1.0)
-            continue
+            written = os.write(fd, data)
+        except (InterruptedError, BlockingIOError):
+            written = 0
         except OSError:
             return  # stderr closed: nothing sensible left to do with a log line
-        view = view[written:]
+        if written == len(data):  # what nearly always happens
+            return
+        view = memoryview(data)[written:]
+        while view:
+            try:
+                written = os.write(fd, view)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                select.select([], [fd], [], 1.0)
+                continue
+            except OSError:
+                return  # stderr closed: nothing sensible left to do with a log line
+            view = view[written:]
 
 
 def write_line(data: bytes, fd: int = 2) -> None:
@@ -346,8 +370,13 @@ def _key_order(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any
     return head
 
 
+# What json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":")) builds on every
+# call, built once (encode() keeps no state between calls: safe from several threads).
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+
+
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def use_colors(fd: int) -> bool:
@@ -391,12 +420,18 @@ def configure(fmt: str = "json", level: str = "info", *, syslog_address: str | N
         _sink = _Sink("json", fd)
     if old.syslog is not None and old.syslog is not _sink.syslog:
         old.syslog.close()
+    processors = [*shared, renderer]
+    min_level = LEVELS.get(level, 20)
     structlog.configure(
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, 20)),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    global _fast, _pid
+    _pid = os.getpid()
+    _heads.clear()
+    _fast = _FastPath(_sink, processors, factory(), min_level)
 
 
 def get_logger(**context: Any) -> Any:
@@ -450,6 +485,276 @@ def emit_json(event: str, level: str = "info", fd: int = 2, **fields: Any) -> No
         **{key: _mask(value) for key, value in fields.items()},
     }
     write_raw(_json_dumps(record).encode("utf-8"), fd)
+
+
+# --- fast path for hot records --------------------------------------------------------------------
+# get_logger().info(...) spends most of its time in structlog's machinery (lazy proxy, bind, nine
+# processors, json.dumps building an encoder; bench/logs_fast.py measures it). The supervisor
+# logs two records per job, so the
+# hot ones are rendered here instead: the same dict in the same key order, the same timestamp
+# format, the same masking, truncation and serializer, the same sink. A record that needs any of
+# the pipeline's transformations (a secret to mask, a field to cut, an exception to format, a
+# reserved key, bound contextvars) is run through the configured processor chain itself, so the
+# output is the chain's output in every case; the fast rendering only covers the records for
+# which the chain would change nothing but add timestamp, level, event and pid in front.
+
+# Method name -> (the name structlog's filtering logger passes to the processors, its level).
+_METHODS: dict[str, tuple[str, int]] = {
+    "debug": ("debug", 10), "info": ("info", 20), "msg": ("info", 20), "warning": ("warning", 30),
+    "warn": ("warning", 30), "error": ("error", 40), "exception": ("error", 40),
+    "critical": ("critical", 50), "fatal": ("critical", 50),
+}
+# Keys whose presence changes what the chain does with a record (overwritten, kept in front, formatted).
+_RESERVED = frozenset({"timestamp", "level", "event", "pid", "exc_info"})
+_CUT = 16 * 1024  # _truncate's limit
+
+
+class _NeedsChain(Exception):
+    """The fast rendering met a value the chain would change (an exception object)."""
+
+
+def _fast_default(value: Any) -> Any:
+    if isinstance(value, BaseException):  # _mask_secrets renders these as "Type: message"
+        raise _NeedsChain
+    return str(value)  # what _json_dumps does with anything else
+
+
+_FAST_ENCODER = json.JSONEncoder(default=_fast_default, ensure_ascii=False, separators=(",", ":"))
+try:  # json.dumps() builds this C encoder for every call; it keeps no state between calls
+    # (markers=None: no check for circular references, which _mask_secrets' recursion hits first).
+    from json.encoder import c_encode_basestring as _c_string
+    from json.encoder import c_make_encoder as _c_make_encoder
+
+    _c_encode = _c_make_encoder(None, _fast_default, _c_string, None, ":", ",", False, False, True) \
+        if _c_make_encoder is not None and _c_string is not None else None
+except ImportError:  # pragma: no cover - a Python without the _json accelerator
+    _c_encode = None
+
+
+def _fast_encode(fields: dict[str, Any]) -> str:
+    if _c_encode is not None:
+        return "".join(_c_encode(fields, 0))
+    return _FAST_ENCODER.encode(fields)  # pragma: no cover
+
+
+class _FastPath:
+    """What configure() set up, as emit_many() needs it."""
+
+    __slots__ = ("format", "fd", "processors", "chain", "logger", "min_level", "syslog")
+
+    def __init__(self, sink: _Sink, processors: list[Any], logger: Any, min_level: int):
+        self.format = sink.format
+        self.fd = sink.fd
+        self.syslog = sink.syslog
+        self.processors = processors  # the very list given to structlog.configure()
+        self.chain = list(processors)  # what it held (structlog.testing.capture_logs edits it in place)
+        self.logger = logger  # what the chain's processors are called with
+        self.min_level = min_level
+
+
+_fast: _FastPath | None = None
+_pid = os.getpid()  # _add_pid's value; refreshed by configure() and in a forked child
+
+
+def _after_fork_in_child() -> None:
+    global _pid, _write_lock
+    _pid = os.getpid()
+    _heads.clear()
+    _write_lock = threading.RLock()  # another thread may have held it at fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# TimeStamper(fmt="iso", utc=True): datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+# i.e. "2026-01-02T03:04:05.123456Z", and "2026-01-02T03:04:05Z" when the microseconds are 0.
+# Both read the system clock and floor it to the microsecond; the date and time part is
+# formatted once per second.
+_time_ns = time.time_ns
+_second: tuple[int, str] = (-1, "")  # (unix second, its "YYYY-MM-DDTHH:MM:SS"): one object, swapped whole
+
+
+def _timestamp() -> str:
+    global _second
+    micros = _time_ns() // 1000
+    cached = _second
+    if cached[0] != micros // 1_000_000:
+        seconds = micros // 1_000_000
+        stamp = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat()
+        cached = _second = (seconds, stamp[:-6] if stamp.endswith("+00:00") else stamp)
+    micros %= 1_000_000
+    return cached[1] + "." + str(micros + 1_000_000)[1:] + "Z" if micros else cached[1] + "Z"
+
+
+# Remembered passwords that JSON writes as they are (no '"', '\' or control characters): a value
+# holding one shows it verbatim in the rendered line, so searching the line finds it.
+_secrets_checked: tuple[Any, bool] = (None, True)  # (units._SECRET_PATTERN, all of them verbatim)
+
+
+def _line_may_hold_secret(line: str) -> bool:
+    """Whether _mask_secrets could change any string of the record rendered as *line*. Never
+    False when it could (a value shows verbatim in the line, see above); True now and then
+    when it could not (a key, a non-string value): the chain then masks, as always."""
+    global _secrets_checked
+    if "://" in line or "assword" in line or "ASSWORD" in line:
+        return True
+    pattern = _units._SECRET_PATTERN
+    if pattern is None:
+        return False
+    checked = _secrets_checked
+    if checked[0] is not pattern:
+        verbatim = all('"' not in secret and "\\" not in secret and all(ord(ch) >= 0x20 for ch in secret)
+                       for secret in list(_units._SECRETS))
+        checked = _secrets_checked = (pattern, verbatim)
+    return not checked[1] or pattern.search(line) is not None
+
+
+# (level name, event) -> '","level":"info","event":"job_started","pid":1234': what follows the
+# timestamp in every such line. Emptied by configure() and in a forked child (the pid).
+_heads: dict[tuple[str, str], str] = {}
+
+
+def _fast_line(timestamp: str, name: str, event: Any, fields: Mapping[str, Any]) -> str | None:
+    """The record as the chain would render it to JSON, or None when the chain must do it."""
+    if type(event) is not str or not _RESERVED.isdisjoint(fields):
+        return None
+    head = _heads.get((name, event))
+    if head is None:
+        if len(_heads) >= 512:  # events are a fixed vocabulary; never grow without bound anyway
+            _heads.clear()
+        head = _heads[name, event] = f'","level":{_json_dumps(name)},"event":{_json_dumps(event)},"pid":{_pid}'
+    if not fields:
+        line = '{"timestamp":"' + timestamp + head + "}"
+    else:
+        try:
+            body = _fast_encode(fields if type(fields) is dict else dict(fields))
+        except _NeedsChain:
+            return None
+        line = '{"timestamp":"' + timestamp + head + "," + body[1:]
+    if len(line) > _CUT or _line_may_hold_secret(line):  # a long value may need cutting
+        return None
+    return line
+
+
+def _contextvars_bound() -> bool:
+    """Whether merge_contextvars would add anything (structlog.contextvars.bind_contextvars)."""
+    for var in contextvars.copy_context():  # usually one or two (decimal's): cheap
+        if var.name.startswith("structlog_") and var.get() is not Ellipsis:
+            return True
+    return False
+
+
+def _run_chain(fast: _FastPath, method: str, event: Any, fields: Mapping[str, Any]) -> Any:
+    """What structlog's BoundLoggerBase does for get_logger().<method>(event, **fields): the
+    chain's output, or None when a processor dropped the record."""
+    if "event" in fields:
+        raise TypeError("got multiple values for argument 'event'")  # as log.info(event, event=...) does
+    record: Any = dict(fields)
+    if event is not None:
+        record["event"] = event
+    try:
+        for processor in fast.chain:
+            record = processor(fast.logger, method, record)
+    except structlog.DropEvent:  # pragma: no cover - no processor of ours drops records
+        return None
+    return record
+
+
+def _in_charge(fast: _FastPath) -> bool:
+    """Whether structlog is still configured as configure() left it (tests reconfigure it)."""
+    config = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+    if config is not None:
+        processors = getattr(config, "default_processors", None)
+    else:  # pragma: no cover - if structlog moves it
+        processors = structlog.get_config()["processors"]
+    return processors is fast.processors and processors == fast.chain
+
+
+def emit_many(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+    """Log ``(level, event, fields)`` records: exactly what ``get_logger().<level>(event, **fields)``
+    would log for each, in order, for the sink configure() set up (records below the configured
+    level are dropped), but several times cheaper, and for the ``json`` sink all lines in one
+    ``write()`` (continued if the kernel takes only part of it).
+
+    *level* is a method name of the structlog logger (``debug``, ``info``, ``warning``,
+    ``error``, ``critical``, and the aliases ``warn``, ``fatal``, ``msg``, ``exception``); an
+    unknown one raises ValueError. *fields* is a mapping with string keys; an ``event`` key
+    raises TypeError, as it does with structlog. Records already rendered when one raises are
+    still written.
+
+    ``console`` and ``syslog`` render each record with the very renderer and sender structlog
+    uses (ConsoleRenderer; SyslogSender, one message per record); console lines are written
+    together like json lines. Before configure(), or after someone else reconfigured structlog,
+    each record simply goes through structlog."""
+    fast = _fast
+    if fast is None or not _in_charge(fast):
+        logger = structlog.get_logger()
+        for level, event, fields in records:
+            if level not in _METHODS:
+                raise ValueError(f"unknown log level {level!r}")
+            getattr(logger, level)(event, **fields)
+        return
+    min_level = fast.min_level
+    chain_only = fast.format == "console" or _contextvars_bound()
+    sender = fast.syslog if fast.format == "syslog" else None
+    lines: list[str] = []
+    try:
+        for level, event, fields in records:
+            try:
+                name, number = _METHODS[level]
+            except (KeyError, TypeError):
+                raise ValueError(f"unknown log level {level!r}") from None
+            if number < min_level:
+                continue
+            if level == "exception":  # structlog: kw.setdefault("exc_info", True), then error()
+                fields = dict(fields)
+                fields.setdefault("exc_info", True)
+            if not chain_only:
+                timestamp = _timestamp()
+                line = _fast_line(timestamp, name, event, fields)
+                if line is not None:
+                    if sender is None:
+                        lines.append(line)
+                    else:  # what SyslogSender.msg() would read back from the line
+                        sender.send(line, name, event, timestamp, _pid)
+                    continue
+            rendered = _run_chain(fast, name, event, fields)
+            if rendered is None:
+                continue
+            if sender is None:
+                lines.append(rendered)
+            else:
+                sender.msg(rendered)  # what structlog calls with the chain's output
+    finally:
+        if lines:
+            write_raw(_join_lines(lines), fast.fd)
+
+
+def _join_lines(lines: list[str]) -> bytes:
+    """Each line as _FdWriter writes it: UTF-8 (errors replaced), a newline added unless present."""
+    if len(lines) == 1:
+        return lines[0].encode("utf-8", "replace")  # write_raw adds the newline
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode("utf-8", "replace")
+
+
+def emit(level: str, event: str, /, **fields: Any) -> None:
+    """One record: :func:`emit_many` for ``get_logger().<level>(event, **fields)``, with less
+    overhead for the common case (``json`` or ``syslog``, nothing to mask or cut)."""
+    fast = _fast
+    method = _METHODS.get(level)
+    if (fast is not None and method is not None and level != "exception" and fast.format != "console"
+            and _in_charge(fast) and not _contextvars_bound()):
+        if method[1] < fast.min_level:
+            return
+        timestamp = _timestamp()
+        line = _fast_line(timestamp, method[0], event, fields)
+        if line is not None:
+            if fast.syslog is None:
+                write_raw(line.encode("utf-8", "replace"), fast.fd)
+            else:
+                fast.syslog.send(line, method[0], event, timestamp, _pid)
+            return
+    emit_many(((level, event, fields),))
 
 
 if __name__ == "__main__":  # pragma: no cover - manual check
