@@ -6,10 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
-from conftest import job_row
+from conftest import job_row, run_cli
 from supervisor import JobId, enqueue, enqueue_many, job
 from supervisor.config import config_from_dict
+from supervisor.enqueue import COPY_MIN_ROWS
+from supervisor.queries import channel_name
 
 MAILER = "test_enqueue_mailer"
 
@@ -268,3 +271,322 @@ def test_queue_and_priority_come_from_handler_then_config(db):
         ("bulk_mail", 1), ("x", 1), ("default", 0)]
     ids = enqueue_many(db, [{"job_type": MAILER}])
     assert (job_row(db, ids[0])["queue"], job_row(db, ids[0])["priority"]) == ("emails", 5)
+
+
+# --- enqueue_many through COPY: batches with COPY_MIN_ROWS or more jobs --------------------------
+BIG = COPY_MIN_ROWS + 30
+
+
+@pytest.fixture
+def copies(monkeypatch) -> list[str]:
+    """The COPY statements run in this test: which path a batch took."""
+    seen: list[str] = []
+    original = psycopg.Cursor.copy
+
+    def copy(self, statement, *args, **kwargs):
+        seen.append(str(statement))
+        return original(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", copy)
+    return seen
+
+
+def plain_jobs(n: int, start: int = 0) -> list[dict]:
+    return [{"job_type": "noop", "payload": {"i": i}} for i in range(start, start + n)]
+
+
+def test_copy_path_returns_ids_ascending_in_input_order(db, copies):
+    n = 3 * COPY_MIN_ROWS + 7
+    ids = enqueue_many(db, [{"job_type": ("noop", "effect")[i % 2], "payload": {"i": i}} for i in range(n)])
+    assert len(copies) == 1 and copies[0].startswith('COPY "jobs" (id, ')
+    assert len(ids) == n and len(set(ids)) == n and ids == sorted(ids)
+    assert all(type(i) is JobId and i.created for i in ids)
+    index_of = dict(db.execute("SELECT id, (payload->>'i')::int FROM jobs").fetchall())
+    assert [index_of[i] for i in ids] == list(range(n))
+    assert db.execute("SELECT count(*) FROM jobs WHERE job_type <> (ARRAY['noop','effect'])[1 + (payload->>'i')::int % 2]"
+                      ).fetchone()[0] == 0
+
+    # Below the threshold: the one INSERT statement, no COPY.
+    small = enqueue_many(db, plain_jobs(COPY_MIN_ROWS - 1))
+    assert len(copies) == 1
+    assert small == sorted(small) and min(small) > max(ids)
+
+    # Any iterable, as before.
+    more = enqueue_many(db, (job for job in plain_jobs(BIG)))
+    assert len(copies) == 2 and len(more) == BIG and min(more) > max(small)
+
+
+def test_copy_path_with_unique_keys_mixed_in(db, copies):
+    existing = enqueue(db, "noop", {"tag": "existing"}, unique_key="k-old")
+    finished = enqueue(db, "noop", {"tag": "finished"}, unique_key="k-done")
+    db.execute("UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = %s", (finished,))
+    keyed = {3: "k1", 10: "k-old", 20: "k1", 30: "k2", 40: "k-old", 50: "k-done", 60: "k-done", BIG - 1: "k3"}
+    batch = [{"job_type": "noop", "payload": {"i": i}, **({"unique_key": keyed[i]} if i in keyed else {})}
+             for i in range(BIG)]
+    ids = enqueue_many(db, batch)
+    assert len(copies) == 1
+    repeats = {10, 20, 40, 60}
+    assert [j.created for j in ids] == [i not in repeats for i in range(BIG)]
+    assert ids[10] == ids[40] == existing
+    assert ids[20] == ids[3]
+    assert ids[60] == ids[50] != finished
+    new = [j for j in ids if j.created]
+    assert new == sorted(new) and len(set(new)) == len(new)  # plain and keyed rows alike, in input order
+    index_of = dict(db.execute("SELECT id, (payload->>'i')::int FROM jobs WHERE payload ? 'i'").fetchall())
+    assert [index_of[j] for j in new] == [i for i in range(BIG) if i not in repeats]
+    assert count(db) == 2 + len(new)
+    live = db.execute("""SELECT unique_key, count(*) FROM jobs WHERE unique_key IS NOT NULL
+                         AND status IN ('queued', 'retry', 'running') GROUP BY unique_key""").fetchall()
+    assert sorted(live) == [("k-done", 1), ("k-old", 1), ("k1", 1), ("k2", 1), ("k3", 1)]
+
+    # The same batch again creates only the plain jobs; every keyed one finds its job.
+    again = enqueue_many(db, batch)
+    assert [j.created for j in again] == [i not in keyed for i in range(BIG)]
+    assert [again[i] for i in sorted(keyed)] == [ids[i] for i in sorted(keyed)]
+    assert min(j for j in again if j.created) > max(ids)
+
+    # A big batch of keyed jobs only.
+    only_keyed = enqueue_many(db, [{"job_type": "noop", "unique_key": f"u{i % 40}"} for i in range(BIG + 40)])
+    assert [j.created for j in only_keyed] == [i < 40 for i in range(BIG + 40)]
+    assert [only_keyed[i] for i in range(40, BIG + 40)] == [only_keyed[i % 40] for i in range(40, BIG + 40)]
+
+
+def _deep(levels: int):
+    value: object = "bottom"
+    for i in range(levels):
+        value = {"level": i, "down": [value]}
+    return value
+
+
+ODD_PAYLOADS = [
+    {"emoji": "\U0001f984\U0001f4a5", "cjk": "\u6f22\u5b57\u304b\u306a", "rtl": "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627",
+     "combining": "e\u0301", "bom": "\ufeff", "separators": "\u2028\u2029\x85", "nbsp": "\xa0"},
+    {"tab": "a\tb", "newline": "a\nb", "cr": "a\rb", "backslash": "back\\slash", "copy_null": "\\N",
+     "end_of_copy": "\\.", "trailing": "x\\", "quotes": "\"'", "controls": "\x01\x1f\x7f", "escaped_u": "\\u0000"},
+    {"nested": {"a": [1, {"b": [None, True, False, {"c": "deep"}]}], "e": {}, "l": []},
+     "big": 2**62, "neg": -1.5e-300, "f": 0.1},
+    {"key\twith\ttabs\\": "v", "": "empty key", "\\N": None},
+    _deep(60),
+    [], [1, "two", None], "just a string", "", 0, False, 3.25, None,
+]
+ODD_NAMES = [("noop", None), ("odd\ttype\\with\nbreaks\r", "q\\N\tx"), ("\u00e9t\u00e9 \U0001f4e6", "\\.")]
+
+
+def test_copy_path_stores_payloads_and_names_exactly(dsn, db, copies):
+    items = [{"job_type": job_type, "payload": payload, **({"queue": queue} if queue else {})}
+             for job_type, queue in ODD_NAMES for payload in ODD_PAYLOADS]
+    batch = (items * (BIG // len(items) + 1))[:max(BIG, len(items))]
+    ids = enqueue_many(db, batch)
+    assert len(copies) == 1
+    with psycopg.connect(dsn) as conn:  # the single-job path, for comparison
+        singles = [enqueue(conn, **item) for item in items]
+        conn.commit()
+    got = {row[0]: row[1:] for row in db.execute("SELECT id, job_type, queue, payload, payload::text FROM jobs")}
+    for job_id, item in zip(ids, batch):
+        job_type, queue, payload, _ = got[job_id]
+        expected = {} if item["payload"] is None else item["payload"]
+        assert (job_type, queue, payload) == (item["job_type"], item.get("queue", "default"), expected)
+    for job_id, single in zip(ids, singles):  # jsonb's own text: the very same value
+        assert got[job_id][3] == got[single][3]
+
+
+def _rows_for_comparison(conn: psycopg.Connection, ids: list[int], items: list[dict]) -> list[tuple]:
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = {r["id"]: r for r in cur.execute("SELECT * FROM jobs WHERE id = ANY(%s)", (ids,))}
+    out = []
+    for job_id, item in zip(ids, items):
+        r = rows[job_id]
+        # A delay is relative to the enqueueing transaction's now(), which created_at is.
+        when = r["run_at"] if "run_at" in item else r["run_at"] - r["created_at"]
+        out.append((r["job_type"], r["payload"], r["queue"], r["priority"], r["max_attempts"], r["unique_key"],
+                    r["status"], r["attempts"], when, r["created_at"] == r["updated_at"], r["locked_by"],
+                    r["locked_at"], r["last_error"], r["finished_at"]))
+    return out
+
+
+def test_copy_path_rows_equal_single_enqueue_rows(dsn, db, copies):
+    variants = [
+        {}, {"delay": 30}, {"delay": 2.5}, {"delay": "5m"}, {"delay": "1h30m"}, {"delay": timedelta(days=2)},
+        {"delay": 0.0000015}, {"delay": 0.0000025}, {"delay": 1e-7}, {"delay": 123.4567895},
+        {"delay": timedelta(microseconds=1)}, {"delay": 0}, {"delay": "250ms"}, {"delay": 86400 * 365 * 99.5},
+        {"run_at": datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))},
+        {"run_at": datetime(2031, 5, 6, 7, 8, 9)},
+        {"run_at": "2031-01-02T03:04:05+00:00"},
+        {"run_at": datetime.now(timezone.utc) - timedelta(days=1)},
+        {"run_at": datetime(2030, 1, 1, tzinfo=timezone(timedelta(hours=-3, minutes=-30)))},
+        {"run_at": datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)},
+        {"priority": -7}, {"priority": 2**31 - 1}, {"priority": -(2**31)}, {"queue": "other"},
+        {"max_attempts": 1}, {"max_attempts": 2**31 - 1},
+        {"queue": "q", "priority": 3, "max_attempts": 2, "delay": "10s"},
+    ]
+    items = [{"job_type": "noop", "payload": {"v": n}, **kw} for n, kw in enumerate(variants)]
+    items += [{"job_type": MAILER, "payload": {"v": "mailer"}}, {"job_type": MAILER, "priority": 1},
+              {"job_type": MAILER, "queue": "urgent", "delay": 5}]
+    batch = items * (BIG // len(items) + 1)
+    with psycopg.connect(dsn) as conn:
+        singles = [enqueue(conn, **item) for item in items]
+        conn.commit()
+    with psycopg.connect(dsn) as conn:
+        ids = enqueue_many(conn, batch)
+        conn.commit()
+    assert len(copies) == 1
+    expected = _rows_for_comparison(db, singles, items)
+    assert _rows_for_comparison(db, ids, batch) == expected * (len(batch) // len(items))
+    # One transaction, one now(): created_at and the run_at of jobs due at once are all the same.
+    assert db.execute("""SELECT count(DISTINCT created_at), count(*) FILTER (WHERE payload = '{"v": 0}' AND run_at <> created_at)
+                         FROM jobs WHERE id = ANY(%s)""", (ids,)).fetchone() == (1, 0)
+
+
+def test_copy_path_fires_the_notify_trigger(dsn, db, copies):
+    channel = channel_name("jobs")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{channel}"')
+        with psycopg.connect(dsn) as producer:
+            ids = enqueue_many(producer, [{"job_type": "noop", "payload": {"i": i}, "delay": 3600 - i}
+                                          for i in range(BIG)])
+            assert list(listener.notifies(timeout=0.3)) == []  # nothing before the commit
+            producer.commit()
+        assert len(copies) == 1
+        heard = list(listener.notifies(timeout=5.0, stop_after=1))
+        assert [n.channel for n in heard] == [channel]  # once per statement, not per row
+        earliest = db.execute("SELECT extract(epoch FROM min(run_at))::text FROM jobs WHERE id = ANY(%s)",
+                              (ids,)).fetchone()[0]
+        assert heard[0].payload == earliest
+        assert list(listener.notifies(timeout=0.3)) == []
+
+        # An autocommit connection: the batch commits, and wakes listeners, by itself.
+        more = enqueue_many(db, plain_jobs(BIG))
+        heard = list(listener.notifies(timeout=5.0, stop_after=1))
+        due = db.execute("SELECT extract(epoch FROM min(run_at))::text FROM jobs WHERE id = ANY(%s)",
+                         (more,)).fetchone()[0]
+        assert [n.payload for n in heard] == [due]
+
+        # Rolled back: no notification.
+        with psycopg.connect(dsn) as producer:
+            enqueue_many(producer, plain_jobs(BIG))
+            producer.rollback()
+        assert list(listener.notifies(timeout=0.3)) == []
+
+
+def test_copy_path_joins_the_callers_transaction(dsn, db, copies):
+    with psycopg.connect(dsn) as conn:  # not autocommit
+        ids = enqueue_many(conn, plain_jobs(BIG))
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == BIG
+        assert count(db) == 0  # not visible to others before commit
+        conn.rollback()
+        assert count(conn) == 0
+
+        with pytest.raises(RuntimeError):
+            with conn.transaction():
+                enqueue_many(conn, plain_jobs(BIG))
+                raise RuntimeError("the caller's work failed")
+        conn.commit()
+        assert count(db) == 0
+
+        # The caller's own statements before and after commit with it, at the same now().
+        first = enqueue(conn, "noop", {"before": True})
+        ids = enqueue_many(conn, plain_jobs(BIG))
+        last = enqueue(conn, "noop", {"after": True})
+        assert count(db) == 0
+        conn.commit()
+    assert count(db) == BIG + 2
+    assert db.execute("SELECT count(DISTINCT created_at) FROM jobs").fetchone()[0] == 1
+    assert first < min(ids) and max(ids) < last
+
+    # Autocommit: one transaction of its own (one now()), committed on return.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = enqueue_many(conn, plain_jobs(BIG))
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+    assert db.execute("SELECT count(*), count(DISTINCT created_at) FROM jobs WHERE id = ANY(%s)",
+                      (ids,)).fetchone() == (BIG, 1)
+
+    # Autocommit, inside the caller's transaction block: part of it.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(RuntimeError):
+            with conn.transaction():
+                enqueue_many(conn, plain_jobs(BIG))
+                raise RuntimeError("the caller's work failed")
+    assert count(db) == 2 * BIG + 2
+    assert len(copies) == 5
+
+
+BAD_ITEMS = [
+    ({"job_type": "noop", "payload": {"x": float("nan")}}, TypeError, "not JSON-serialisable"),
+    ({"job_type": "noop", "payload": {"s": "\ud800"}}, ValueError, "lone surrogate"),
+    ({"job_type": "no\x00op"}, ValueError, "job_type.*NUL"),
+    ({"job_type": "noop", "colour": "blue"}, ValueError, "unknown field"),
+    ({"job_type": "noop", "priority": "high"}, ValueError, "priority"),
+    ({"job_type": "noop", "delay": "5 parsecs"}, ValueError, "delay"),
+    ({"job_type": "noop", "unique_key": "k\x00"}, ValueError, "unique_key.*NUL"),
+    ("noop", ValueError, "expected a mapping"),
+]
+
+
+@pytest.mark.parametrize("bad, error, match", BAD_ITEMS)
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_copy_path_invalid_item_inserts_nothing(dsn, db, bad, error, match, where):
+    batch = plain_jobs(BIG)
+    position = {"first": 0, "middle": BIG // 2, "last": BIG}[where]
+    batch.insert(position, bad)
+    batch[1 if position != 1 else 2] = dict(batch[1], unique_key="some-key")
+    with pytest.raises(error, match=f"^job #{position + 1}: .*{match}"):
+        enqueue_many(db, batch)
+    with psycopg.connect(dsn) as conn:  # no transaction of the caller's open: none is left open
+        with pytest.raises(error, match=f"^job #{position + 1}: "):
+            enqueue_many(conn, batch)
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        mine = enqueue(conn, "noop", {"mine": True})  # the caller's transaction stays usable, its work kept
+        with pytest.raises(error, match=f"^job #{position + 1}: "):
+            enqueue_many(conn, batch)
+        assert conn.info.transaction_status == TransactionStatus.INTRANS
+        assert conn.execute("SELECT array_agg(id) FROM jobs").fetchone()[0] == [mine]
+        conn.commit()
+    assert db.execute("SELECT array_agg(id) FROM jobs").fetchone()[0] == [mine]
+
+
+def test_copy_path_database_error_leaves_the_callers_transaction_as_it_was(dsn, db):
+    # A rule of the deployment's own that Python cannot check: the database refuses mid-COPY.
+    db.execute("ALTER TABLE jobs ADD CONSTRAINT test_no_boom CHECK (NOT payload ? 'boom')")
+    boom = plain_jobs(BIG) + [{"job_type": "noop", "payload": {"boom": 1}}] + plain_jobs(5)
+    keyed_boom = plain_jobs(BIG) + [{"job_type": "noop", "payload": {"boom": 2}, "unique_key": "b"}]
+    for batch in (boom, keyed_boom):
+        with psycopg.connect(dsn) as conn:
+            mine = enqueue(conn, "noop", {"mine": True})
+            with pytest.raises(psycopg.errors.CheckViolation):
+                enqueue_many(conn, batch)
+            assert conn.info.transaction_status == TransactionStatus.INTRANS  # not aborted
+            assert conn.execute("SELECT array_agg(id) FROM jobs").fetchone()[0] == [mine]
+            conn.rollback()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.CheckViolation):
+                enqueue_many(conn, batch)
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+        with psycopg.connect(dsn) as conn:
+            with pytest.raises(psycopg.errors.CheckViolation):
+                enqueue_many(conn, batch)
+            conn.rollback()
+    assert count(db) == 0
+    assert len(enqueue_many(db, plain_jobs(BIG))) == BIG  # and the table takes batches again
+
+
+def test_cli_enqueue_from_stdin_takes_the_copy_path(make_config, db):
+    import json
+
+    lines = [json.dumps({"job_type": "noop", "payload": {"i": i}}) for i in range(BIG)]
+    lines[5] = json.dumps({"job_type": "effect", "payload": {"i": 5}, "in": "1h", "queue": "q2", "priority": 3})
+    lines[7] = json.dumps({"job_type": "noop", "payload": {"i": 7}, "unique_key": "u"})
+    lines[9] = json.dumps({"job_type": "noop", "payload": {"i": 9}, "unique_key": "u"})
+    result = run_cli("-c", str(make_config()), "enqueue", "-", input="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    ids = [int(line.split()[0]) for line in out]
+    assert len(ids) == BIG and ids[7] == ids[9] and "existing" in out[9]
+    assert f"enqueued {BIG - 1} job(s)" in result.stderr
+    index_of = dict(db.execute("SELECT id, (payload->>'i')::int FROM jobs").fetchall())
+    assert [index_of[i] for i in ids] == [9 - 2 if i == 9 else i for i in range(BIG)]
+    row = job_row(db, ids[5])
+    assert (row["job_type"], row["queue"], row["priority"], row["run_at"] - row["created_at"]) == (
+        "effect", "q2", 3, timedelta(hours=1))
+    assert db.execute("SELECT count(*), count(DISTINCT created_at) FROM jobs").fetchone() == (BIG - 1, 1)

@@ -488,3 +488,37 @@ ORDER BY done.job_type, b.le
 -- name: db_now
 -- The database's clock (epoch seconds): ages on the dashboard are measured against it.
 SELECT extract(epoch FROM now())::float8
+
+-- Bulk enqueue (COPY)
+-- enqueue_many() of many jobs: ids are taken from the table's identity sequence first, so the
+-- plain rows can go in with COPY (no RETURNING there) and still come back in input order.
+
+-- name: jobs_ids_reserve
+-- %(n)s fresh ids from the jobs' identity sequence, ascending, and the transaction's now() (the
+-- run_at of jobs due at once, the base of delays). OFFSET 0 resolves the sequence once, not per id.
+SELECT now(), array(SELECT nextval(s.seq)
+                    FROM (SELECT pg_get_serial_sequence('{table}', 'id')::regclass AS seq OFFSET 0) AS s,
+                         generate_series(1, %(n)s)
+                    ORDER BY 1)
+
+-- name: jobs_copy
+-- The rows without a unique_key, as COPY text with ids from jobs_ids_reserve. COPY writes the
+-- given ids into the GENERATED ALWAYS column (as OVERRIDING SYSTEM VALUE would) and fires the
+-- statement-level NOTIFY trigger like an INSERT.
+COPY {table} (id, job_type, payload, queue, priority, run_at, max_attempts) FROM STDIN
+
+-- name: job_insert_many_with_ids
+-- job_insert_many with ids from jobs_ids_reserve, so a batch mixing rows with and without a
+-- unique_key keeps ids ascending in input order; a row whose key is taken inserts nothing.
+INSERT INTO {table} (id, job_type, payload, queue, priority, run_at, max_attempts, unique_key)
+OVERRIDING SYSTEM VALUE
+SELECT t.id, t.job_type, t.payload, t.queue, t.priority,
+       coalesce(t.run_at, now() + make_interval(secs => t.delay)), t.max_attempts, t.unique_key
+FROM unnest(%(ids)s::bigint[], %(job_types)s::text[], %(payloads)s::jsonb[], %(queues)s::text[],
+            %(priorities)s::int[], %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
+            %(unique_keys)s::text[])
+     WITH ORDINALITY AS t(id, job_type, payload, queue, priority, run_at, delay, max_attempts, unique_key, ord)
+ORDER BY t.ord
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('queued', 'retry', 'running')
+DO NOTHING
+RETURNING id
