@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -95,9 +96,41 @@ def _check_unicode(what: str, text: str) -> None:
                          f"{bad.encode('unicode_escape').decode('ascii')} (undecodable bytes?)") from None
 
 
-# What json.dumps(separators=(",", ":"), allow_nan=False, ensure_ascii=False) returns, minus
-# building an encoder per call (a third of the time for a small payload).
-_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+_json_local = threading.local()
+
+
+def _c_json_encoder() -> Any:
+    # What JSONEncoder.iterencode() builds on every call (and json.dumps() through it), built
+    # once per thread instead: most of the cost of encoding a small payload, twice over.
+    return json.encoder.c_make_encoder(  # type: ignore[misc]
+        {}, _JSON.default, json.encoder.encode_basestring, None, _JSON.key_separator,
+        _JSON.item_separator, False, False, False)
+
+
+def _encode_json_fast(payload: Any) -> str:
+    encoder = getattr(_json_local, "encoder", None)
+    if encoder is None:
+        encoder = _json_local.encoder = _c_json_encoder()
+    try:
+        return "".join(encoder(payload, 0))
+    except BaseException:
+        _json_local.encoder = None  # a failure can leave its circular-reference marks behind
+        raise
+
+
+def _pick_json_encoder() -> Callable[[Any], str]:
+    """json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False), exactly."""
+    sample = {"s": "\u00e9\n\"\\\U0001f984", "n": [1, -2.5, 1e300, None, True, False], "o": {}, "l": []}
+    try:
+        if _encode_json_fast(sample) == _JSON.encode(sample) and _encode_json_fast("x") == '"x"':
+            return _encode_json_fast
+    except Exception:  # noqa: BLE001 - no C accelerator, or its signature changed: use the public way
+        pass
+    return _JSON.encode
+
+
+_encode_json = _pick_json_encoder()
 
 # A JSON-escaped NUL: "\u0000" preceded by an even number of backslashes (an escaped
 # backslash followed by the text "u0000" is not a NUL and jsonb stores it fine).
@@ -258,12 +291,15 @@ def _prepare(jobs: Iterable[Mapping[str, Any]], config) -> list[tuple]:
             job_type = item.get("job_type")
             known = defaults.get(job_type) if type(job_type) is str else None
             if known is not None:
+                payload = item.get("payload")
                 try:
-                    payload = _payload_text(job_type, item.get("payload"))
-                except (TypeError, ValueError):
+                    text = _encode_json({} if payload is None else payload)
+                    if "\\u0000" in text or not text.isascii():  # only such text can hold what jsonb refuses
+                        text = _payload_text(job_type, payload)
+                except Exception:  # noqa: BLE001 - _row() below raises the error, worded for the user
                     pass
                 else:
-                    append((job_type, payload, known[0], known[1], None, 0.0, None, None))
+                    append((job_type, text, known[0], known[1], None, 0.0, None, None))
                     continue
         row = _checked_row(index, item, config)
         append(row)
@@ -368,19 +404,24 @@ def _write_with_ids(c: psycopg.Connection, q, rows: list[tuple], ids: list[int],
                     result[i] = _insert_one(c, q, _as_params(rows[i]))
                     holders[key] = int(result[i])
     if len(keyed) < len(rows):
-        with c.cursor().copy(q.jobs_copy) as copy:
-            copy.write(_copy_text(rows, ids, now, result))
+        # Jobs due at once take run_at's default, now(), the value the INSERT path computes too:
+        # parsing a timestamp per row is a tenth of the server's work for a small job.
+        due = all(r[_RUN_AT] is None and r[_DELAY] == 0 for r, done in zip(rows, result) if done is None)
+        with c.cursor().copy(q.jobs_copy_due if due else q.jobs_copy) as copy:
+            copy.write(_copy_text(rows, ids, now, result, due))
     for i, job_id in enumerate(result):
         if job_id is None:
             result[i] = JobId(ids[i], True)
     return result  # type: ignore[return-value]
 
 
-def _copy_text(rows: list[tuple], ids: list[int], now: datetime, skip: list) -> str:
-    """The rows not in ``skip`` (the keyed ones, already handled) as COPY text, columns as in jobs_copy."""
+def _copy_text(rows: list[tuple], ids: list[int], now: datetime, skip: list, due: bool) -> str:
+    """The rows not in ``skip`` (the keyed ones, done already) as COPY text, in the columns of
+    jobs_copy_due (``due``: all run at now()) or of jobs_copy."""
     names: dict[str, str] = {}  # job types and queues, few per batch, escaped once
-    times: dict[Any, str] = {}  # run_at as text, per delay (run_at=None) or per given run_at
+    times: dict[Any, str] = {}  # run_at as text, per delay (run_at None) or per run_at given
     lines = []
+    append = lines.append
     for i, r in enumerate(rows):
         if skip[i] is not None:
             continue
@@ -391,15 +432,18 @@ def _copy_text(rows: list[tuple], ids: list[int], now: datetime, skip: list) -> 
         qu = names.get(queue)
         if qu is None:
             qu = names[queue] = _copy_escape(queue)
-        # json.dumps escapes every control character, so a payload can hold no tab or line
-        # break of its own: a backslash is all COPY text needs escaped in it.
+        # json.dumps escapes every control character, so a payload holds no tab or line break
+        # of its own: a backslash is all that COPY text needs escaped in it.
         if "\\" in payload:
             payload = payload.replace("\\", "\\\\")
+        attempts = _NULL if max_attempts is None else max_attempts
+        if due:
+            append(f"{ids[i]}\t{t}\t{payload}\t{qu}\t{priority}\t{attempts}\n")
+            continue
         when = times.get(run_at if run_at is not None else delay)
         if when is None:
             when = times[run_at if run_at is not None else delay] = _copy_time(now, run_at, delay)
-        attempts = _NULL if max_attempts is None else max_attempts
-        lines.append(f"{ids[i]}\t{t}\t{payload}\t{qu}\t{priority}\t{when}\t{attempts}\n")
+        append(f"{ids[i]}\t{t}\t{payload}\t{qu}\t{priority}\t{when}\t{attempts}\n")
     return "".join(lines)
 
 

@@ -299,6 +299,7 @@ def test_copy_path_returns_ids_ascending_in_input_order(db, copies):
     n = 3 * COPY_MIN_ROWS + 7
     ids = enqueue_many(db, [{"job_type": ("noop", "effect")[i % 2], "payload": {"i": i}} for i in range(n)])
     assert len(copies) == 1 and copies[0].startswith('COPY "jobs" (id, ')
+    assert "run_at" not in copies[0]  # all due at once: the column's default, now()
     assert len(ids) == n and len(set(ids)) == n and ids == sorted(ids)
     assert all(type(i) is JobId and i.created for i in ids)
     index_of = dict(db.execute("SELECT id, (payload->>'i')::int FROM jobs").fetchall())
@@ -431,12 +432,34 @@ def test_copy_path_rows_equal_single_enqueue_rows(dsn, db, copies):
     with psycopg.connect(dsn) as conn:
         ids = enqueue_many(conn, batch)
         conn.commit()
-    assert len(copies) == 1
+    assert len(copies) == 1 and "run_at" in copies[0]
     expected = _rows_for_comparison(db, singles, items)
     assert _rows_for_comparison(db, ids, batch) == expected * (len(batch) // len(items))
     # One transaction, one now(): created_at and the run_at of jobs due at once are all the same.
     assert db.execute("""SELECT count(DISTINCT created_at), count(*) FILTER (WHERE payload = '{"v": 0}' AND run_at <> created_at)
                          FROM jobs WHERE id = ANY(%s)""", (ids,)).fetchone() == (1, 0)
+
+
+def test_payload_text_is_what_json_dumps_gives_and_failures_leave_no_trace(db):
+    import json
+
+    from supervisor.enqueue import _encode_json
+
+    for payload in ODD_PAYLOADS + [{"x": 1.0, "y": -0.0, "z": 10**30, "t": (1, 2)}, "\u00e9", 5, None]:
+        assert _encode_json(payload) == json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    # A payload that fails half-way, then succeeds once fixed: nothing of the failure stays
+    # behind in the (reused) encoder, such as its marks for circular references.
+    inner = {"bad": NotJson()}
+    payload = {"inner": inner, "list": [inner]}
+    for _ in range(2):
+        with pytest.raises(TypeError, match="job #2: .*not JSON-serialisable"):
+            enqueue_many(db, [{"job_type": "noop"}, {"job_type": "noop", "payload": payload}])
+    inner["bad"] = "fixed"
+    assert job_row(db, enqueue_many(db, [{"job_type": "noop", "payload": payload}] * 2)[1])["payload"] == payload
+    circular: dict = {}
+    circular["self"] = circular
+    with pytest.raises(TypeError, match="job #1: .*Circular reference"):
+        enqueue_many(db, [{"job_type": "noop", "payload": circular}] * BIG)
 
 
 def test_copy_path_fires_the_notify_trigger(dsn, db, copies):

@@ -507,6 +507,10 @@ SELECT now(), array(SELECT nextval(s.seq)
 -- statement-level NOTIFY trigger like an INSERT.
 COPY {table} (id, job_type, payload, queue, priority, run_at, max_attempts) FROM STDIN
 
+-- name: jobs_copy_due
+-- jobs_copy when every row is due at once: run_at takes its default, now(), as created_at does.
+COPY {table} (id, job_type, payload, queue, priority, max_attempts) FROM STDIN
+
 -- name: job_insert_many_with_ids
 -- job_insert_many with ids from jobs_ids_reserve, so a batch mixing rows with and without a
 -- unique_key keeps ids ascending in input order; a row whose key is taken inserts nothing.
