@@ -498,7 +498,7 @@ SELECT extract(epoch FROM now())::float8
 -- run_at of jobs due at once, the base of delays). OFFSET 0 resolves the sequence once, not per id.
 SELECT now(), array(SELECT nextval(s.seq)
                     FROM (SELECT pg_get_serial_sequence('{table}', 'id')::regclass AS seq OFFSET 0) AS s,
-                         generate_series(1, %(n)s)
+                         generate_series(1, %(n)s::int)
                     ORDER BY 1)
 
 -- name: jobs_copy
