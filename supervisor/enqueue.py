@@ -1,4 +1,5 @@
-"""Putting jobs in the table from Python: one at a time or many in one round trip.
+"""Putting jobs in the table from Python: one at a time, or many at once in a few round trips
+whatever their number (one INSERT for a few; ids, then COPY, for many).
 
 Both functions run in the caller's transaction when given a connection (the job exists
 only if the caller commits: transactional enqueue), or open, commit and close a
@@ -251,8 +252,9 @@ def enqueue_many(conn, jobs: Iterable[Mapping[str, Any]], *, table: str = "jobs"
     ``priority``, ``queue``, ``max_attempts``, ``unique_key`` (the arguments of :func:`enqueue`).
     Every item is checked before anything is sent: a bad one raises naming it (``job #N: ...``)
     and inserts nothing. Small batches go in with one INSERT; from :data:`COPY_MIN_ROWS` rows
-    without a unique_key on, those are streamed with COPY, inside a savepoint (or a transaction
-    of its own on an autocommit connection) so a failure leaves nothing half-done.
+    without a unique_key on, those go in with COPY, inside a savepoint (or a transaction of its
+    own on an idle autocommit connection), so a database error leaves the caller's transaction
+    as it was: usable, and without any job of the batch.
     """
     rows = _prepare(jobs, config)
     if not rows:
@@ -260,8 +262,8 @@ def enqueue_many(conn, jobs: Iterable[Mapping[str, Any]], *, table: str = "jobs"
     q = queries_for(table)
     with _connection(conn) as c:
         plain = sum(1 for r in rows if r[_KEY] is None)
-        if plain < COPY_MIN_ROWS:
-            return _insert_many(c, q, rows)
+        if plain < COPY_MIN_ROWS or c.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+            return _insert_many(c, q, rows)  # (COPY cannot run in pipeline mode)
         return _copy_many(c, q, rows)
 
 

@@ -316,6 +316,11 @@ def test_copy_path_returns_ids_ascending_in_input_order(db, copies):
     more = enqueue_many(db, (job for job in plain_jobs(BIG)))
     assert len(copies) == 2 and len(more) == BIG and min(more) > max(small)
 
+    # In pipeline mode, where COPY is not available: the INSERT, whatever the size.
+    with db.pipeline():
+        piped = enqueue_many(db, plain_jobs(BIG))
+    assert len(copies) == 2 and len(piped) == BIG and piped == sorted(piped) and min(piped) > max(more)
+
 
 def test_copy_path_with_unique_keys_mixed_in(db, copies):
     existing = enqueue(db, "noop", {"tag": "existing"}, unique_key="k-old")
