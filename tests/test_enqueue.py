@@ -591,9 +591,11 @@ def test_copy_path_database_error_leaves_the_callers_transaction_as_it_was(dsn, 
             with pytest.raises(psycopg.errors.CheckViolation):
                 enqueue_many(conn, batch)
             assert conn.info.transaction_status == TransactionStatus.IDLE
-        with psycopg.connect(dsn) as conn:
+        with psycopg.connect(dsn) as conn:  # no transaction open before: none left open, none broken
             with pytest.raises(psycopg.errors.CheckViolation):
                 enqueue_many(conn, batch)
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+            assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
             conn.rollback()
     assert count(db) == 0
     assert len(enqueue_many(db, plain_jobs(BIG))) == BIG  # and the table takes batches again
