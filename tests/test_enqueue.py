@@ -302,6 +302,7 @@ def test_copy_path_returns_ids_ascending_in_input_order(db, copies):
     assert "run_at" not in copies[0]  # all due at once: the column's default, now()
     assert len(ids) == n and len(set(ids)) == n and ids == sorted(ids)
     assert all(type(i) is JobId and i.created for i in ids)
+    assert db.execute("SELECT count(*) FROM jobs WHERE id = ANY(%s)", (ids,)).fetchone()[0] == n  # back to SQL
     index_of = dict(db.execute("SELECT id, (payload->>'i')::int FROM jobs").fetchall())
     assert [index_of[i] for i in ids] == list(range(n))
     assert db.execute("SELECT count(*) FROM jobs WHERE job_type <> (ARRAY['noop','effect'])[1 + (payload->>'i')::int % 2]"
