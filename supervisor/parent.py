@@ -13,6 +13,7 @@ Signal handlers only record the signal number; everything else happens here, in 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import secrets
@@ -49,12 +50,21 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
 MAX_BOOTING = max(2, os.cpu_count() or 2)  # children starting at once when demand grows
 BOOT_FAILURES_TO_GIVE_UP = 5  # children dying before "ready" in a row (without a boot_error message)
 RETENTION_INTERVAL = 60.0  # seconds between retention passes
-# Prefetch: while a backlog of short jobs waits, each child gets up to this many more claimed
-# jobs queued in the supervisor, handed over the moment it reports done: one claim round trip
-# then serves several jobs. Only without limits or gates (they count what runs).
-PREFETCH_PER_CHILD = 2
+# Prefetch: while a backlog of short jobs waits, each child gets more claimed jobs queued in
+# the supervisor, handed over the moment it reports done: one claim statement then serves many
+# jobs, and a child never waits for a claim round trip. A child's queue holds about
+# PREFETCH_WINDOW seconds of work (by the types' average duration), at most PREFETCH_MAX jobs;
+# it is topped up once it has run down by half, so claims come in batches. Only without limits
+# or gates (they count what runs), only for types quicker than PREFETCH_MAX_AVG_SECONDS.
+PREFETCH_WINDOW = 0.05
+PREFETCH_MAX = 32
 PREFETCH_MAX_AVG_SECONDS = 0.025
-PREFETCH_STALE = 0.5  # a child busier than this gives its prefetched jobs back
+PREFETCH_STALE = 0.5
+PUSH_BYTES = 64 * 1024  # queued jobs sent to a child ahead of time, at most this much at once  # a child busier than this gives its prefetched jobs back
+# Successes reported by children are recorded together: once this many wait, or the oldest has
+# waited this long (its finished_at is that much late; nothing else waits for it).
+COMPLETION_BATCH = 128
+COMPLETION_DELAY = 0.005
 GATE_RETRY = 1.0  # a closed gate is asked again after this long (it samples once a second)
 GLOBAL_LIMIT_LOCK_SPACE = 0x6A6F6273  # first key of the advisory locks serialising global_concurrency claims
 
@@ -97,6 +107,14 @@ class Supervisor:
         self.db_retry_delay = 0.2
         self.db_lost_since: float | None = None
         self.pending: list[PendingWrite] = []
+        # Successes reported by children whose handler wrote nothing through job.conn, recorded
+        # by the supervisor in one statement per tick: (job, child pid, duration in ms).
+        self.completions: list[tuple[Running, int, Any]] = []
+        self.completions_uncertain = False
+        self.completions_due = 0.0  # monotonic time by which the waiting successes are recorded
+        # The last claim's plan allowed prefetching (no limits, no gates) of these types.
+        self.prefetch_types: list[str] = []
+        self.prefetch_queues: list[str] | None = None
         # Job types and their options, as reported by children (the parent imports no user code).
         self.types: dict[str, dict[str, Any]] = {}
         self.children_min = config.children.min
@@ -255,11 +273,11 @@ class Supervisor:
             for child in self.pool.poll_exited():
                 self.child_exited(child)
         deadline = time.monotonic() + 10.0
-        while self.pending and time.monotonic() < deadline:
-            if not self.flush_pending():
+        while (self.pending or self.completions) and time.monotonic() < deadline:
+            if not (self.flush_completions() and self.flush_pending()):
                 time.sleep(0.2)
-        if self.pending:
-            self.log.error("outcomes_not_recorded", count=len(self.pending),
+        if self.pending or self.completions:
+            self.log.error("outcomes_not_recorded", count=len(self.pending) + len(self.completions),
                            hint="the database was unreachable; the jobs will be recovered by the rescuer")
         db = self.db()
         if db is not None and not self.pending:
@@ -310,6 +328,8 @@ class Supervisor:
         due = [self.next_poll, self.next_heartbeat, self.next_rescue, self.next_probe, self.next_reap]
         if self.conn is None or self.pending:
             due.append(self.db_retry_at)
+        if self.completions:
+            due.append(max(self.completions_due, self.db_retry_at if self.conn is None else 0.0))
         if not self.listener.up:
             due.append(self.listener.retry_at)
         if self.next_due_wall is not None:
@@ -327,7 +347,7 @@ class Supervisor:
         for child in self.pool:
             if child.job is not None and child.job.deadline is not None:
                 due.append(child.job.deadline)
-            if child.job is not None and child.prefetched:
+            if child.job is not None and child.prefetched and child.releasing is None:
                 due.append(child.job.started + PREFETCH_STALE)
             if child.kill_at is not None:
                 due.append(child.kill_at)
@@ -506,6 +526,8 @@ class Supervisor:
                 self.child_ready(child, message)
             elif op == protocol.DONE:
                 self.job_done(child, message)
+            elif op == protocol.RELEASED:
+                self.jobs_released(child, message)
             elif op == protocol.BOOT_ERROR:
                 child.ending = "boot_error"
                 self.give_up(f"child {child.pid} could not start: {message.get('error')}")
@@ -546,6 +568,9 @@ class Supervisor:
             self.update_listener_registration()
 
     def job_done(self, child: Child, message: dict[str, Any]) -> None:
+        if child.job is None and child.sent and child.prefetched[0][0].id == message.get("id"):
+            # A queued job it started before it read our release: it was its current one.
+            self.start_next(child)
         job = child.job
         if job is None or job.id != message.get("id"):
             return
@@ -556,10 +581,18 @@ class Supervisor:
         if self.claim_held_back:
             self.claim_wanted = True  # ... and its work waits without anything announcing it
         outcome = message.get("outcome")
+        if outcome == "ok":  # ours to record, together with other successes (flush_completions)
+            if not self.completions:
+                self.completions_due = time.monotonic() + COMPLETION_DELAY
+            self.completions.append((job, child.pid, message.get("duration_ms")))
+            outcome = None
+        else:
+            self.stats[outcome] += 1
         context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
                    "duration_ms": message.get("duration_ms"), "child_pid": child.pid}
-        self.stats[outcome] += 1
-        if outcome == "succeeded":
+        if outcome is None:
+            pass
+        elif outcome == "succeeded":
             self.log.info("job_succeeded", **context)
         elif outcome == "retry":
             self.log.warning("job_retry_scheduled", error=message.get("error"), run_at=message.get("run_at"), **context)
@@ -585,8 +618,35 @@ class Supervisor:
         else:
             child.state = IDLE
             child.idle_since = time.monotonic()
+            if child.releasing is not None and child.sent:
+                child.state = BUSY  # its queue is being taken back: wait for 'released'
+            elif child.prefetched:
+                self.start_next(child)
+
+    def start_next(self, child: Child) -> None:
+        """The child's next queued job is its current one now (sent with it, or sent now)."""
+        running, spec, payload = child.prefetched.popleft()
+        was_sent = child.sent > 0
+        if was_sent:
+            child.sent -= 1
+        self.start_job(child, running, spec, payload, sent=was_sent)
+
+    def jobs_released(self, child: Child, message: dict[str, Any]) -> None:
+        """The child dropped these queued jobs unstarted (after 'release' or 'stop'): they go
+        back to queued, the attempt not counted."""
+        ids = message.get("ids") or []
+        reason = child.releasing or child.ending or "released"
+        child.releasing = None
+        returned = []
+        while ids and child.sent and child.prefetched[0][0].id in ids:
+            returned.append(child.prefetched.popleft()[0])
+            child.sent -= 1
+        self.return_jobs(returned, reason)
+        if child.job is None and child.state == BUSY and child.ending is None:
+            child.state = IDLE
+            child.idle_since = time.monotonic()
             if child.prefetched:
-                self.start_job(child, *child.prefetched.popleft())
+                self.start_next(child)
 
     def should_recycle(self, child: Child) -> bool:
         limits = self.config.children
@@ -629,6 +689,7 @@ class Supervisor:
                              "see its output above")
         if child.job is not None:
             self.job_lost_with_child(child, status)
+        child.sent = 0  # what it had queued never started: jobs run in order, each reported
         self.return_prefetched(child, "its child exited")
 
     def give_up(self, reason: str) -> None:
@@ -689,7 +750,8 @@ class Supervisor:
     def kill_overdue(self) -> None:
         now = time.monotonic()
         for child in self.pool:
-            if child.prefetched and child.job is not None and now - child.job.started > PREFETCH_STALE:
+            if (child.prefetched and child.releasing is None and child.job is not None
+                    and now - child.job.started > PREFETCH_STALE):
                 # This job turned out long: what waits behind it could run elsewhere now.
                 self.return_prefetched(child, "its child is busy with a long job")
             job = child.job
@@ -845,8 +907,49 @@ class Supervisor:
             self.pending.pop(0)
         return True
 
+    def flush_completions(self) -> bool:
+        """Record the successes children reported since the last tick: one statement, each job
+        fenced by its own lock, committed synchronously (a logged success survives a crash of
+        the database server); pipelined, so it costs one round trip. Kept for the next tick
+        while the database is away."""
+        if not self.completions:
+            return True
+        db = self.db()
+        if db is None:
+            return False
+        batch = self.completions
+        params = {"ids": [job.id for job, _, _ in batch], "locks": [job.lock for job, _, _ in batch]}
+        query = self.q.jobs_set_succeeded_many_again if self.completions_uncertain else self.q.jobs_set_succeeded_many
+        try:
+            with db.pipeline():
+                with db.transaction():
+                    db.execute("SET LOCAL synchronous_commit = on")
+                    cur = db.execute(query, params)
+            recorded = {row[0] for row in cur.fetchall()}
+        except psycopg.OperationalError as error:
+            self.completions_uncertain = True  # the commit may have happened before the cut
+            self.db_lost(error)
+            return False
+        self.completions = []
+        self.completions_uncertain = False
+        records = []
+        for job, child_pid, duration_ms in batch:
+            context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
+                       "duration_ms": duration_ms, "child_pid": child_pid}
+            if job.id in recorded:
+                records.append(("info", "job_succeeded", context))
+            else:
+                records.append(("warning", "job_lock_lost", {"outcome": "lost", **context}))
+        self.stats["succeeded"] += len(recorded)
+        self.stats["lost"] += len(batch) - len(recorded)
+        logs.emit_many(records)
+        return True
+
     def database_chores(self) -> None:
         now = time.monotonic()
+        if self.completions and (len(self.completions) >= COMPLETION_BATCH or now >= self.completions_due
+                                 or self.draining):
+            self.flush_completions()
         if self.pending:
             self.flush_pending()
         if not self.listener.up and now >= self.listener.retry_at:
@@ -995,10 +1098,7 @@ class Supervisor:
             return
         if "kill" in request:
             for child in self.pool:
-                kept = [p for p in child.prefetched
-                        if not (p[0].id == request["kill"] and p[0].lock == request.get("lock"))]
-                if len(kept) != len(child.prefetched):
-                    child.prefetched = collections.deque(kept)
+                self.drop_queued(child, {(request["kill"], request.get("lock"))}, "killed by operator")
             for child in self.pool.busy():
                 if child.job.id == request["kill"] and child.job.lock == request.get("lock"):
                     self.pool.kill(child, "killed")
@@ -1069,9 +1169,8 @@ class Supervisor:
         # By (id, lock), not by id: after our own lock on a job was recovered, one child may run
         # the stale attempt while another already runs the new one; only the stale one goes.
         lost = set(cur.fetchall())
-        for child in self.pool:  # not started yet: simply never start them
-            if child.prefetched:
-                child.prefetched = collections.deque(p for p in child.prefetched if (p[0].id, p[0].lock) not in lost)
+        for child in self.pool:  # not started yet: never start them
+            self.drop_queued(child, lost, "lock lost")
         for child in busy:
             job = child.job
             if job is None or (job.id, job.lock) not in lost:
@@ -1112,7 +1211,10 @@ class Supervisor:
         if self.draining or not self.claim_wanted or not self.types:
             return
         idle = self.pool.idle()
-        if not idle or time.monotonic() < self.claim_retry_at:
+        if not idle:
+            self.top_up_prefetch()
+            return
+        if time.monotonic() < self.claim_retry_at:
             return
         plan = self.gatekeeper.plan(len(idle), [(c.job.job_type, c.job.queue) for c in self.pool.busy()], self.types)
         self.log_gate_events()
@@ -1129,8 +1231,10 @@ class Supervisor:
         if rows is None:
             return
         self.hand_out(rows, slots)
+        self.prefetch_types = self.prefetchable(plan)
+        self.prefetch_queues = plan.room.queues
         if len(rows) == len(slots):
-            self.prefetch(plan)
+            self.top_up_prefetch(force=True)
         if self.gate_headroom is not None:
             self.gate_headroom -= len(rows)
         if len(rows) == len(slots):
@@ -1183,27 +1287,42 @@ class Supervisor:
             self.db_lost(error)
             return None
 
-    def prefetch(self, plan: ClaimPlan) -> None:
-        """A full batch: a backlog waits. Claim a few more jobs of the types that have been
-        quick so far for every child, so that its next job needs no claim round trip. Never
-        with limits or gates (they count what runs), never for slow types (a prefetched job
-        would wait behind a long one while another machine could run it)."""
-        if plan.limited or self.gatekeeper.gates or self.draining:
-            return
-        fast = [t for t in plan.room.types if self.type_avg.get(t, 1.0) < PREFETCH_MAX_AVG_SECONDS]
-        if not fast:
-            return
-        slots = [child for child in self.pool if child.ending is None and child.state == BUSY
-                 for _ in range(self.prefetch_room(child))]
-        if not slots:
-            return
-        cur = self.execute(self.q.jobs_claim, {"n": len(slots), "types": fast, "queues": plan.room.queues,
-                                               "locks": [c.lock for c in slots]})
-        if cur is not None:
-            self.hand_out(cur.fetchall(), slots)
+    def prefetchable(self, plan: ClaimPlan) -> list[str]:
+        """The types whose next jobs may be claimed ahead: never with limits or gates (they
+        count what runs), never slow types (a prefetched job would wait behind a long one while
+        another machine could run it)."""
+        if plan.limited or self.gatekeeper.gates:
+            return []
+        return [t for t in plan.room.types if self.type_avg.get(t, 1.0) < PREFETCH_MAX_AVG_SECONDS]
 
-    def prefetch_room(self, child: Child) -> int:
-        room = PREFETCH_PER_CHILD - len(child.prefetched)
+    def prefetch_depth(self) -> int:
+        slowest = max(self.type_avg.get(t, 1.0) for t in self.prefetch_types)
+        return max(1, min(PREFETCH_MAX, int(PREFETCH_WINDOW / max(slowest, 1e-6))))
+
+    def top_up_prefetch(self, force: bool = False) -> None:
+        """A backlog of quick jobs waits (the last claim was full): queue the next ones for
+        every busy child. Only once the queues ran down by half (or a claim just filled the
+        children), so that each statement claims many jobs."""
+        if not self.prefetch_types or self.draining or self.conn is None:
+            return
+        depth = self.prefetch_depth()
+        rooms = [(child, self.prefetch_room(child, depth)) for child in self.pool
+                 if child.ending is None and child.state == BUSY and child.releasing is None]
+        wanted = sum(room for _, room in rooms)
+        if wanted == 0 or (not force and wanted < max(1, depth * len(rooms) // 2)):
+            return
+        slots = [child for child, room in rooms for _ in range(room)]
+        cur = self.execute(self.q.jobs_claim, {"n": len(slots), "types": self.prefetch_types,
+                                               "queues": self.prefetch_queues, "locks": [c.lock for c in slots]})
+        if cur is None:
+            return
+        rows = cur.fetchall()
+        self.hand_out(rows, slots)
+        if len(rows) < len(slots):
+            self.claim_wanted = False  # the backlog is gone: new work announces itself
+
+    def prefetch_room(self, child: Child, depth: int) -> int:
+        room = depth - len(child.prefetched)
         if self.config.children.max_jobs:  # never more than it will run before it is recycled
             room = min(room, self.config.children.max_jobs - child.jobs_done - 1 - len(child.prefetched))
         return max(room, 0)
@@ -1223,26 +1342,70 @@ class Supervisor:
                 self.start_job(child, running, spec, payload)
             else:
                 child.prefetched.append((running, spec, payload))
+        for child in {id(c): c for c in slots}.values():
+            self.push_queued(child)
 
-    def start_job(self, child: Child, running: Running, spec: dict[str, Any], payload: str) -> None:
+    def push_queued(self, child: Child) -> None:
+        """Send a busy child the jobs queued for it, in one write: it runs them back to back,
+        without waiting for us between jobs. Small ones only (a large payload waits here and is
+        sent when its turn comes, so a send never blocks the loop)."""
+        if child.job is None or child.releasing is not None or child.ending is not None:
+            return
+        data = []
+        size = 0
+        for running, spec, payload in itertools.islice(child.prefetched, child.sent, None):
+            if size + len(payload) > PUSH_BYTES:
+                break
+            data.append(protocol.encode_run(spec, payload))
+            size += len(data[-1])
+            child.sent += 1
+        if data:
+            self.pool.send(child, b"".join(data))
+
+    def drop_queued(self, child: Child, jobs: set[tuple[int, str]], reason: str) -> None:
+        """These jobs must not start (killed, lock lost): forget them if still here; if already
+        queued in the child, ask for its queue back."""
+        if not any((p[0].id, p[0].lock) in jobs for p in child.prefetched):
+            return
+        if any((p[0].id, p[0].lock) in jobs for p in itertools.islice(child.prefetched, 0, child.sent)):
+            self.release_queued(child, reason)
+        kept = [p for p in itertools.islice(child.prefetched, child.sent, None) if (p[0].id, p[0].lock) not in jobs]
+        for _ in range(len(child.prefetched) - child.sent):
+            child.prefetched.pop()
+        child.prefetched.extend(kept)
+
+    def start_job(self, child: Child, running: Running, spec: dict[str, Any], payload: str, sent: bool = False) -> None:
         """Send a claimed job to a child; its deadline counts from now, not from the claim."""
         now = time.monotonic()
         running.started = now
         running.deadline = now + running.timeout if running.timeout else None
-        self.log.info("job_started", job_id=running.id, job_type=running.job_type, queue=running.queue,
-                      attempt=running.attempts, child_pid=child.pid)
+        logs.emit("info", "job_started", job_id=running.id, job_type=running.job_type, queue=running.queue,
+                  attempt=running.attempts, child_pid=child.pid)
         # If the child died between claim and hand-out, reaping records the attempt.
-        self.pool.hand_out(child, running, spec, payload)
+        self.pool.hand_out(child, running, spec, payload, sent=sent)
 
     def return_prefetched(self, child: Child, reason: str) -> None:
-        """Jobs claimed for a child that will not start them go back to queued at once,
-        the attempt not counted (they never ran)."""
-        while child.prefetched:
-            running, _, _ = child.prefetched.popleft()
+        """Jobs claimed for a child that will not start them go back to queued at once, the
+        attempt not counted (they never ran). Those already sent to it are asked back first:
+        it may be starting one right now."""
+        unsent = [child.prefetched.pop() for _ in range(len(child.prefetched) - child.sent)]
+        self.return_jobs([running for running, _, _ in reversed(unsent)], reason)
+        if child.sent:
+            self.release_queued(child, reason)
+        self.claim_wanted = True
+
+    def release_queued(self, child: Child, reason: str) -> None:
+        if child.releasing is None and not child.eof:
+            child.releasing = reason
+            self.pool.send(child, protocol.encode({"op": protocol.RELEASE}))
+
+    def return_jobs(self, jobs: list[Running], reason: str) -> None:
+        for running in jobs:
             self.log.info("job_returned", job_id=running.id, job_type=running.job_type, queue=running.queue,
                           attempt=running.attempts, reason=f"not started: {reason}")
             self.record(self.q.job_return, {"id": running.id, "lock": running.lock}, f"return job {running.id}")
-        self.claim_wanted = True
+        if jobs:
+            self.claim_wanted = True
 
     # ======================================================================================
     # Status

@@ -59,7 +59,11 @@ class Child:
     # "recycle", "retire", "reload"), so its exit can be recorded correctly.
     ending: str | None = None
     # Claimed for this child and not started yet (prefetch): (Running, spec, payload JSON).
+    # The first ``sent`` of them are already in its socket, queued behind its current job;
+    # ``releasing`` says why they were asked back (a ``released`` answer is awaited).
     prefetched: collections.deque = field(default_factory=collections.deque)
+    sent: int = 0
+    releasing: str | None = None
     stop_sent: bool = False
     eof: bool = False  # its control socket reached end-of-file
     out_eof: bool = False  # its output pipe reached end-of-file
@@ -165,10 +169,11 @@ class Pool:
             self.kill(child, child.ending or "unresponsive")
             return False
 
-    def hand_out(self, child: Child, job: Running, spec: dict[str, Any], payload_json: str) -> bool:
+    def hand_out(self, child: Child, job: Running, spec: dict[str, Any], payload_json: str, sent: bool = False) -> bool:
+        """Make ``job`` the child's current one; send it unless it was queued to it before."""
         child.job = job
         child.state = BUSY
-        return self.send(child, protocol.encode_run(spec, payload_json))
+        return True if sent else self.send(child, protocol.encode_run(spec, payload_json))
 
     def ask_to_stop(self, child: Child, reason: str, grace: float) -> None:
         """Finish the current job (if any), then exit; killed if it is still there after ``grace``

@@ -1,10 +1,14 @@
 """The messages between the supervisor and a child: one JSON object per line on a socketpair.
 
-supervisor -> child: ``hello`` (connection parameters and config, once), ``run`` (one job),
-``stop`` (finish the current job, then exit).
+supervisor -> child: ``hello`` (connection parameters and config, once), ``run`` (one job;
+several may be queued ahead, run in order), ``release`` (give back the queued jobs not started
+yet), ``stop`` (finish the current job, release the queued ones, then exit).
 child -> supervisor: ``ready`` (handlers imported, connected; lists its job types),
-``boot_error`` (cannot start: the supervisor stops instead of respawning), ``done`` (a job's
-outcome, already recorded in the database by the child).
+``boot_error`` (cannot start: the supervisor stops instead of respawning), ``released`` (the
+ids of queued jobs dropped unstarted after ``release`` or ``stop``), ``done`` (a job's
+outcome: already recorded in the database by the child, or, with outcome ``ok``, a success
+the supervisor records, batched with others, because the handler wrote nothing through
+job.conn that would have to commit with it).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 HELLO = "hello"
 RUN = "run"
 STOP = "stop"
+RELEASE = "release"
+RELEASED = "released"
 READY = "ready"
 BOOT_ERROR = "boot_error"
 DONE = "done"

@@ -3,14 +3,16 @@
 Started by the pool as ``python -m supervisor.children.worker FD`` (a fresh interpreter, so
 it never inherits a connection, a thread or a lock from the supervisor). It imports the
 handler modules, opens its own connection, says ``ready``, then runs one job at a time.
-The outcome is written by the child itself, fenced by the job's lock, in the same
-transaction as the handler's own writes through ``job.conn``.
+When the handler wrote through ``job.conn``, the outcome is written by the child itself,
+fenced by the job's lock, in the same transaction as those writes. A success with nothing to
+commit is reported to the supervisor, which records many of them in one statement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import ctypes
 import datetime as dt
 import json
@@ -85,7 +87,9 @@ def _rss_bytes() -> int:
 class Worker:
     def __init__(self, sock: socket.socket, parent_pid: int):
         self.sock = sock
-        self.rfile = sock.makefile("rb")
+        self.inbuf = protocol.LineBuffer()
+        # Messages read but not acted on yet: the supervisor may queue several jobs ahead.
+        self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         self.parent_pid = parent_pid
         self.pid = os.getpid()
         self.conn: psycopg.Connection | None = None
@@ -93,6 +97,9 @@ class Worker:
         self.dsn = ""
         self.queries: Any = None
         self.stop_requested = False
+        # Over children.max_memory: the supervisor will recycle us after this job; what it
+        # queued here meanwhile goes back at once rather than run in an oversized process.
+        self.retiring = False
         self.log = logs.get_logger()
 
     # --- messages -------------------------------------------------------------------
@@ -100,13 +107,50 @@ class Worker:
         self.sock.sendall(protocol.encode(message))
 
     def read(self) -> dict[str, Any] | None:
-        line = self.rfile.readline()
-        if not line:
-            return None
+        """The next message: what was already read first, else wait for the supervisor."""
+        while not self.inbox:
+            if not self.receive(block=True):
+                return None
+        return self.inbox.popleft()
+
+    def receive(self, block: bool) -> bool:
+        """Read what the socket holds (waiting for something if ``block``) into the inbox.
+        False once the supervisor closed its end."""
         try:
-            return protocol.decode(line)
-        except (RecursionError, ValueError) as error:
-            return self.undecodable_run(line, error)
+            data = self.sock.recv(65536, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        for line in self.inbuf.feed(data):
+            try:
+                self.inbox.append(protocol.decode(line))
+            except (RecursionError, ValueError) as error:
+                self.inbox.append(self.undecodable_run(line, error))
+        return True
+
+    def take_back(self) -> bool:
+        """Before starting the next queued job: did the supervisor ask for the queued ones back
+        (``release``, or ``stop``, which releases them too)? Then they are dropped here and
+        their ids reported in one ``released`` message, for the supervisor to queue them again.
+        Only jobs not started yet are released: the messages are read in order, between jobs."""
+        asked = any(m.get("op") in (protocol.RELEASE, protocol.STOP) for m in self.inbox)
+        if not asked and not (self.retiring and any(m.get("op") == protocol.RUN for m in self.inbox)):
+            return False
+        released, rest = [], collections.deque()
+        while self.inbox:
+            message = self.inbox.popleft()
+            op = message.get("op")
+            if op == protocol.RUN:
+                released.append(message["job"]["id"])
+            elif op == protocol.STOP:
+                rest.append(message)
+                rest.extend(m for m in self.inbox if m.get("op") != protocol.RUN)
+                self.inbox.clear()
+            # a release is consumed here
+        self.inbox = rest
+        self.send({"op": protocol.RELEASED, "ids": released})
+        return True
 
     @staticmethod
     def undecodable_run(line: bytes, error: BaseException) -> dict[str, Any]:
@@ -207,13 +251,24 @@ class Worker:
     def serve(self) -> None:
         _title("child idle")
         while True:
+            if (self.inbox or self.retiring) and not self.receive(block=False):
+                return
+            self.take_back()
             message = self.read()
             if message is None:
                 return  # supervisor closed the socket: it is gone or wants us gone
             op = message.get("op")
             if op == protocol.RUN:
-                self.send(self.run(message["job"], message.get("payload_error")))
-                _title("child idle")
+                # Reported at once, whatever is queued behind it: the supervisor learns which
+                # job runs now (its deadline, and whom to blame if this process dies).
+                result = self.run(message["job"], message.get("payload_error"))
+                self.send(result)
+                if self.config.children.max_memory and result.get("rss", 0) > self.config.children.max_memory:
+                    self.retiring = True
+                if not self.inbox:
+                    _title("child idle")
+            elif op == protocol.RELEASE:  # nothing was queued behind it any more
+                self.send({"op": protocol.RELEASED, "ids": []})
             elif op == protocol.STOP:
                 return
 
@@ -273,8 +328,10 @@ class Worker:
         params = {"id": job_id, "lock": lock}
         try:
             if conn.info.transaction_status == TransactionStatus.IDLE:
-                cur = self.execute_alone(conn, self.queries.job_set_succeeded, params)
-                return {"outcome": "succeeded" if cur.rowcount == 1 else "lost"}
+                # Nothing of the handler's must commit with the outcome: the supervisor records
+                # it, batched with other children's (one statement for many jobs, no round trip
+                # here). Fenced by our lock all the same.
+                return {"outcome": "ok"}
             cur = conn.execute(self.queries.job_set_succeeded, params)
             if cur.rowcount == 1:
                 conn.commit()

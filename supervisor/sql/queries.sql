@@ -135,6 +135,34 @@ UPDATE {table}
 SET status = 'succeeded', finished_at = now(), updated_at = now()
 WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
 
+-- name: jobs_set_succeeded_many
+-- Record the success of many jobs at once (handlers that wrote nothing through job.conn report
+-- to the supervisor, which batches them), each fenced by its own child's lock. Returns the ids
+-- recorded: a missing one had lost its lock (recovered, killed, deleted) meanwhile.
+UPDATE {table} AS j
+SET status = 'succeeded', finished_at = now(), updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
+WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
+RETURNING j.id
+
+-- name: jobs_set_succeeded_many_again
+-- The same, after a connection loss cut off the last attempt: its commit may have happened, so
+-- rows already recorded as succeeded under the same lock count as recorded too (the
+-- statement's snapshot predates its own update: a row is counted once).
+WITH done AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
+), recorded AS (
+    UPDATE {table} AS j
+    SET status = 'succeeded', finished_at = now(), updated_at = now()
+    FROM done
+    WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
+    RETURNING j.id
+)
+SELECT id FROM recorded
+UNION ALL
+SELECT j.id FROM {table} AS j JOIN done ON j.id = done.id AND j.locked_by = done.lock
+WHERE j.status = 'succeeded'
+
 -- name: job_set_failed_or_retry
 -- Record a failed attempt, fenced: retry after %(delay)s seconds, or failed once attempts are used up.
 UPDATE {table}

@@ -120,6 +120,7 @@ ALLOWED_DYNAMIC_CODE = {
     ("supervisor/admin.py", "getattr", "act"): "a query name from the module's own table, keyed by a checked action",
     ("supervisor/registry.py", "getattr", "to_dict"): "dataclass field names",
     ("supervisor/registry.py", "getattr", "options_for"): "dataclass field names",
+    ("supervisor/logs.py", "getattr", "emit_many"): "a log level the supervisor's own code passes, checked against the level names first",
 }
 
 
