@@ -64,7 +64,7 @@ PUSH_BYTES = 64 * 1024  # queued jobs sent to a child ahead of time, at most thi
 # Successes reported by children are recorded together: once this many wait, or the oldest has
 # waited this long (its finished_at is that much late; nothing else waits for it).
 COMPLETION_BATCH = 128
-COMPLETION_DELAY = 0.005
+COMPLETION_DELAY = 0.02
 GATE_RETRY = 1.0  # a closed gate is asked again after this long (it samples once a second)
 GLOBAL_LIMIT_LOCK_SPACE = 0x6A6F6273  # first key of the advisory locks serialising global_concurrency claims
 
@@ -908,10 +908,9 @@ class Supervisor:
         return True
 
     def flush_completions(self) -> bool:
-        """Record the successes children reported since the last tick: one statement, each job
-        fenced by its own lock, committed synchronously (a logged success survives a crash of
-        the database server); pipelined, so it costs one round trip. Kept for the next tick
-        while the database is away."""
+        """Record the successes children reported: one statement, each job fenced by its own
+        lock, committed synchronously (a logged success survives a crash of the database
+        server). Kept for the next tick while the database is away."""
         if not self.completions:
             return True
         db = self.db()
@@ -921,11 +920,7 @@ class Supervisor:
         params = {"ids": [job.id for job, _, _ in batch], "locks": [job.lock for job, _, _ in batch]}
         query = self.q.jobs_set_succeeded_many_again if self.completions_uncertain else self.q.jobs_set_succeeded_many
         try:
-            with db.pipeline():
-                with db.transaction():
-                    db.execute("SET LOCAL synchronous_commit = on")
-                    cur = db.execute(query, params)
-            recorded = {row[0] for row in cur.fetchall()}
+            recorded = {row[0] for row in db.execute(query, params).fetchall()}
         except psycopg.OperationalError as error:
             self.completions_uncertain = True  # the commit may have happened before the cut
             self.db_lost(error)

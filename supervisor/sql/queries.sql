@@ -139,9 +139,15 @@ WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
 -- Record the success of many jobs at once (handlers that wrote nothing through job.conn report
 -- to the supervisor, which batches them), each fenced by its own child's lock. Returns the ids
 -- recorded: a missing one had lost its lock (recovered, killed, deleted) meanwhile.
+-- The supervisor's connection commits asynchronously (claims); this statement is its own
+-- transaction and turns synchronous commit on for it (set_config(..., true) lasts until the
+-- commit, which reads it): a logged success survives a crash of the server, in one round trip.
+WITH durable AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'on', true)
+)
 UPDATE {table} AS j
 SET status = 'succeeded', finished_at = now(), updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
+FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
 WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
 RETURNING j.id
 
@@ -149,8 +155,10 @@ RETURNING j.id
 -- The same, after a connection loss cut off the last attempt: its commit may have happened, so
 -- rows already recorded as succeeded under the same lock count as recorded too (the
 -- statement's snapshot predates its own update: a row is counted once).
-WITH done AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
+WITH durable AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'on', true)
+), done AS (
+    SELECT done.* FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
 ), recorded AS (
     UPDATE {table} AS j
     SET status = 'succeeded', finished_at = now(), updated_at = now()
