@@ -57,7 +57,7 @@ RETENTION_INTERVAL = 60.0  # seconds between retention passes
 # it is topped up once it has run down by half, so claims come in batches. Only without limits
 # or gates (they count what runs), only for types quicker than PREFETCH_MAX_AVG_SECONDS.
 PREFETCH_WINDOW = 0.05
-PREFETCH_MAX = 32
+PREFETCH_MAX = 64
 PREFETCH_MAX_AVG_SECONDS = 0.025
 PREFETCH_STALE = 0.5
 PUSH_BYTES = 64 * 1024  # queued jobs sent to a child ahead of time, at most this much at once  # a child busier than this gives its prefetched jobs back
@@ -112,6 +112,9 @@ class Supervisor:
         self.completions: list[tuple[Running, int, Any]] = []
         self.completions_uncertain = False
         self.completions_due = 0.0  # monotonic time by which the waiting successes are recorded
+        # Per-job log records of the batch being handled, written together by flush_logs()
+        # before any other line, so each job's lines stay in order.
+        self.log_lines: list[tuple[str, str, dict[str, Any]]] = []
         # The last claim's plan allowed prefetching (no limits, no gates) of these types.
         self.prefetch_types: list[str] = []
         self.prefetch_queues: list[str] | None = None
@@ -260,6 +263,7 @@ class Supervisor:
     def cleanup(self) -> None:
         """Last steps on every way out: no child left behind, outcomes written if possible,
         the runner row removed."""
+        self.flush_logs()
         if self.web is not None:
             self.stop_web()
         if self.immediate:
@@ -312,6 +316,7 @@ class Supervisor:
         self.manage_pool()
         self.claim_and_hand_out()
         self.grow_for_waiting_work()
+        self.flush_logs()
         self.report_status()
 
     def wait(self, timeout: float) -> None:
@@ -531,6 +536,7 @@ class Supervisor:
             elif op == protocol.BOOT_ERROR:
                 child.ending = "boot_error"
                 self.give_up(f"child {child.pid} could not start: {message.get('error')}")
+        self.flush_logs()
         if child.eof:
             self.stop_watching(child.sock)
 
@@ -587,6 +593,7 @@ class Supervisor:
             self.completions.append((job, child.pid, message.get("duration_ms")))
             outcome = None
         else:
+            self.flush_logs()
             self.stats[outcome] += 1
         context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
                    "duration_ms": message.get("duration_ms"), "child_pid": child.pid}
@@ -937,8 +944,14 @@ class Supervisor:
                 records.append(("warning", "job_lock_lost", {"outcome": "lost", **context}))
         self.stats["succeeded"] += len(recorded)
         self.stats["lost"] += len(batch) - len(recorded)
-        logs.emit_many(records)
+        self.log_lines.extend(records)
+        self.flush_logs()
         return True
+
+    def flush_logs(self) -> None:
+        if self.log_lines:
+            lines, self.log_lines = self.log_lines, []
+            logs.emit_many(lines)
 
     def database_chores(self) -> None:
         now = time.monotonic()
@@ -1331,7 +1344,7 @@ class Supervisor:
             running = Running(id=job_id, job_type=job_type, queue=queue, attempts=attempts,
                               max_attempts=max_attempts, lock=lock, started=0.0, deadline=None, timeout=timeout)
             spec = {"id": job_id, "job_type": job_type, "queue": queue, "priority": priority,
-                    "run_at": run_at.timestamp(), "attempts": attempts, "max_attempts": max_attempts,
+                    "run_at": run_at, "attempts": attempts, "max_attempts": max_attempts,
                     "lock": lock}
             if child.job is None and child.state == IDLE:
                 self.start_job(child, running, spec, payload)
@@ -1339,6 +1352,7 @@ class Supervisor:
                 child.prefetched.append((running, spec, payload))
         for child in {id(c): c for c in slots}.values():
             self.push_queued(child)
+        self.flush_logs()
 
     def push_queued(self, child: Child) -> None:
         """Send a busy child the jobs queued for it, in one write: it runs them back to back,
@@ -1374,8 +1388,10 @@ class Supervisor:
         now = time.monotonic()
         running.started = now
         running.deadline = now + running.timeout if running.timeout else None
-        logs.emit("info", "job_started", job_id=running.id, job_type=running.job_type, queue=running.queue,
-                  attempt=running.attempts, child_pid=child.pid)
+        # Written with the other lines of this batch (flush_logs): one write() for many jobs.
+        self.log_lines.append(("info", "job_started", {
+            "job_id": running.id, "job_type": running.job_type, "queue": running.queue,
+            "attempt": running.attempts, "child_pid": child.pid}))
         # If the child died between claim and hand-out, reaping records the attempt.
         self.pool.hand_out(child, running, spec, payload, sent=sent)
 

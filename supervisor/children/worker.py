@@ -100,6 +100,7 @@ class Worker:
         # Over children.max_memory: the supervisor will recycle us after this job; what it
         # queued here meanwhile goes back at once rather than run in an oversized process.
         self.retiring = False
+        self.options: dict[str, Any] = {}  # options_for() per job type: the config is fixed for our life
         self.log = logs.get_logger()
 
     # --- messages -------------------------------------------------------------------
@@ -279,7 +280,9 @@ class Worker:
         _title(f"child running {job_type}#{job_id}")
         started = time.perf_counter()
         handler = get_handler(job_type)
-        opts = options_for(job_type, self.config)
+        opts = self.options.get(job_type)
+        if opts is None:
+            opts = self.options[job_type] = options_for(job_type, self.config)
         conn = self.connection_for_job()
         job = Job(job_id, job_type, spec.get("payload"), spec["attempts"],
                   spec.get("max_attempts") or opts.max_attempts, spec["queue"], spec.get("priority", 0),
@@ -300,11 +303,10 @@ class Worker:
             short = clean_error("".join(traceback.format_exception_only(type(error), error)).strip()[:4000])
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         result: dict[str, Any] = {"op": protocol.DONE, "id": job_id, "duration_ms": duration_ms}
-        delay = retry_delay(spec["attempts"], kind=opts.backoff, delay=opts.backoff_delay,
-                            maximum=opts.backoff_max, jitter=opts.backoff_jitter)
         if error_text is None:
-            result.update(self.record_success(job_id, lock, delay, opts.max_attempts))
+            result.update(self.record_success(job_id, lock, spec["attempts"], opts))
         else:
+            delay = self.backoff(spec["attempts"], opts)
             result.update(self.record_failure(job_id, lock, error_text, delay, opts.max_attempts))
             result["error"] = short[:2000]
         if self.config.children.max_memory:
@@ -323,7 +325,12 @@ class Worker:
             if not conn.closed:
                 conn.autocommit = False
 
-    def record_success(self, job_id: int, lock: str, delay: float, max_attempts: int) -> dict[str, Any]:
+    @staticmethod
+    def backoff(attempts: int, opts: Any) -> float:
+        return retry_delay(attempts, kind=opts.backoff, delay=opts.backoff_delay,
+                           maximum=opts.backoff_max, jitter=opts.backoff_jitter)
+
+    def record_success(self, job_id: int, lock: str, attempts: int, opts: Any) -> dict[str, Any]:
         conn = self.conn
         params = {"id": job_id, "lock": lock}
         try:
@@ -344,7 +351,8 @@ class Worker:
             # The handler left the transaction unusable (it caught an SQL error and went on):
             # its writes cannot be committed, so this attempt failed.
             text = f"handler returned, but its transaction could not commit: {describe_error(error)}"
-            return self.record_failure(job_id, lock, text, delay, max_attempts) | {"error": text[:2000]}
+            return (self.record_failure(job_id, lock, text, self.backoff(attempts, opts), opts.max_attempts)
+                    | {"error": text[:2000]})
 
     def record_failure(self, job_id: int, lock: str, error_text: str, delay: float, max_attempts: int) -> dict[str, Any]:
         params = {"id": job_id, "lock": lock, "error": error_text, "delay": delay,

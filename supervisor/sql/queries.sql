@@ -55,7 +55,8 @@ SET status = 'running',
     updated_at = now()
 FROM slots
 WHERE j.id = slots.id
-RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.run_at,
+RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority,
+          extract(epoch FROM j.run_at)::float8 AS run_at,
           j.attempts, j.max_attempts, j.locked_by
 
 -- name: jobs_claim_limited
@@ -106,7 +107,8 @@ SET status = 'running',
     updated_at = now()
 FROM picked
 WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority, j.run_at,
+RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority,
+          extract(epoch FROM j.run_at)::float8 AS run_at,
           j.attempts, j.max_attempts, j.locked_by
 
 -- name: jobs_count_due
