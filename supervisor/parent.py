@@ -22,14 +22,14 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 
 from . import __version__, logs
 from .backoff import retry_delay
 from .children import protocol
-from .children.pool import BOOTING, BUSY, IDLE, STOPPING, Child, Pool, Running, describe_exit
+from .children.pool import BOOTING, BUSY, IDLE, Child, Pool, Running, describe_exit
 from .config import Config, load_config
 from .children.web import WebProcess
 from .db import close_quietly, connect, describe_error, is_permanent
@@ -43,7 +43,7 @@ from .rescuer import Rescuer, host_name, pid_namespace
 from .retention import Retention
 from .scheduler import Scheduler
 from .sdnotify import Notifier
-from .units import format_duration, mask_dsn
+from .units import mask_dsn
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
@@ -644,10 +644,13 @@ class Supervisor:
         ids = message.get("ids") or []
         reason = child.releasing or child.ending or "released"
         child.releasing = None
-        returned = []
-        while ids and child.sent and child.prefetched[0][0].id in ids:
-            returned.append(child.prefetched.popleft()[0])
-            child.sent -= 1
+        released = set(ids)
+        sent = list(itertools.islice(child.prefetched, 0, child.sent))
+        returned = [running for running, _, _ in sent if running.id in released]
+        for _ in range(child.sent):
+            child.prefetched.popleft()
+        child.prefetched.extendleft(reversed([p for p in sent if p[0].id not in released]))
+        child.sent -= len(returned)
         self.return_jobs(returned, reason)
         if child.job is None and child.state == BUSY and child.ending is None:
             child.state = IDLE
@@ -1314,8 +1317,11 @@ class Supervisor:
         if not self.prefetch_types or self.draining or self.conn is None:
             return
         depth = self.prefetch_depth()
+        now = time.monotonic()
+        # Not behind a job that turned long: what it queued was just given back (kill_overdue).
         rooms = [(child, self.prefetch_room(child, depth)) for child in self.pool
-                 if child.ending is None and child.state == BUSY and child.releasing is None]
+                 if child.ending is None and child.state == BUSY and child.releasing is None
+                 and child.job is not None and now - child.job.started <= PREFETCH_STALE]
         wanted = sum(room for _, room in rooms)
         if wanted == 0 or (not force and wanted < max(1, depth * len(rooms) // 2)):
             return

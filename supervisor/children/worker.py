@@ -22,6 +22,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -89,7 +90,11 @@ class Worker:
         self.sock = sock
         self.inbuf = protocol.LineBuffer()
         # Messages read but not acted on yet: the supervisor may queue several jobs ahead.
+        # After boot, a reader thread fills it (read_forever); ``ready`` guards it.
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
+        self.ready = threading.Condition()
+        self.send_lock = threading.Lock()
+        self.closed = False
         self.parent_pid = parent_pid
         self.pid = os.getpid()
         self.conn: psycopg.Connection | None = None
@@ -105,22 +110,21 @@ class Worker:
 
     # --- messages -------------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(protocol.encode(message))
+        data = protocol.encode(message)
+        with self.send_lock:  # the reader thread answers 'release' while a job runs
+            self.sock.sendall(data)
 
     def read(self) -> dict[str, Any] | None:
-        """The next message: what was already read first, else wait for the supervisor."""
+        """The next message (before the reader thread runs: the hello)."""
         while not self.inbox:
-            if not self.receive(block=True):
+            if not self.receive():
                 return None
         return self.inbox.popleft()
 
-    def receive(self, block: bool) -> bool:
-        """Read what the socket holds (waiting for something if ``block``) into the inbox.
-        False once the supervisor closed its end."""
-        try:
-            data = self.sock.recv(65536, 0 if block else socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True
+    def receive(self) -> bool:
+        """Wait for data and add its messages to the inbox; False once the supervisor closed
+        its end."""
+        data = self.sock.recv(65536)
         if not data:
             return False
         for line in self.inbuf.feed(data):
@@ -130,28 +134,68 @@ class Worker:
                 self.inbox.append(self.undecodable_run(line, error))
         return True
 
-    def take_back(self) -> bool:
-        """Before starting the next queued job: did the supervisor ask for the queued ones back
-        (``release``, or ``stop``, which releases them too)? Then they are dropped here and
-        their ids reported in one ``released`` message, for the supervisor to queue them again.
-        Only jobs not started yet are released: the messages are read in order, between jobs."""
-        asked = any(m.get("op") in (protocol.RELEASE, protocol.STOP) for m in self.inbox)
-        if not asked and not (self.retiring and any(m.get("op") == protocol.RUN for m in self.inbox)):
+    def read_forever(self) -> None:
+        """The reader thread: the supervisor may queue jobs ahead of the one running, and ask
+        for them back at any time (the current job turned out long, a stop, a recycle): a
+        'release' is answered at once, even while a handler runs, so the jobs can start
+        elsewhere instead of waiting behind it. Only jobs not started yet are released."""
+        try:
+            while self.receive_shared():
+                pass
+        except BaseException:  # noqa: BLE001 - a reader that cannot go on ends the child's loop
+            pass
+        with self.ready:
+            self.closed = True
+            self.ready.notify()
+
+    def receive_shared(self) -> bool:
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
             return False
-        released, rest = [], collections.deque()
-        while self.inbox:
-            message = self.inbox.popleft()
-            op = message.get("op")
-            if op == protocol.RUN:
-                released.append(message["job"]["id"])
-            elif op == protocol.STOP:
-                rest.append(message)
-                rest.extend(m for m in self.inbox if m.get("op") != protocol.RUN)
-                self.inbox.clear()
-            # a release is consumed here
-        self.inbox = rest
-        self.send({"op": protocol.RELEASED, "ids": released})
+        if not data:
+            return False
+        for line in self.inbuf.feed(data):
+            try:
+                message = protocol.decode(line)
+            except (RecursionError, ValueError) as error:
+                message = self.undecodable_run(line, error)
+            with self.ready:
+                op = message.get("op")
+                if op in (protocol.RELEASE, protocol.STOP):
+                    self.release_queued()
+                    if op == protocol.STOP:
+                        self.inbox.append(message)
+                elif op == protocol.RUN and self.retiring:
+                    self.send({"op": protocol.RELEASED, "ids": [message["job"]["id"]]})
+                else:
+                    self.inbox.append(message)
+                self.ready.notify()
         return True
+
+    def release_queued(self) -> None:
+        """Drop the queued jobs (not started) and tell the supervisor which; called holding
+        ``self.ready``. Always answers, with no ids when nothing was queued."""
+        released = [m["job"]["id"] for m in self.inbox if m.get("op") == protocol.RUN]
+        self.inbox = collections.deque(m for m in self.inbox if m.get("op") != protocol.RUN)
+        self.send({"op": protocol.RELEASED, "ids": released})
+
+    def next_message(self) -> dict[str, Any] | None:
+        """The next message for the main thread: None once the supervisor is gone."""
+        with self.ready:
+            while not self.inbox and not self.closed:
+                self.ready.wait()
+            if self.closed:  # it closed the socket: it is gone or wants us gone
+                return None
+            return self.inbox.popleft()
+
+    def retire(self) -> None:
+        """Over children.max_memory: the supervisor recycles us after this job, so what it
+        queued here goes back now rather than run in an oversized process."""
+        with self.ready:
+            self.retiring = True
+            if any(m.get("op") == protocol.RUN for m in self.inbox):
+                self.release_queued()
 
     @staticmethod
     def undecodable_run(line: bytes, error: BaseException) -> dict[str, Any]:
@@ -251,13 +295,11 @@ class Worker:
     # --- the loop -----------------------------------------------------------------------
     def serve(self) -> None:
         _title("child idle")
+        threading.Thread(target=self.read_forever, name="supervisor-reader", daemon=True).start()
         while True:
-            if (self.inbox or self.retiring) and not self.receive(block=False):
-                return
-            self.take_back()
-            message = self.read()
+            message = self.next_message()
             if message is None:
-                return  # supervisor closed the socket: it is gone or wants us gone
+                return
             op = message.get("op")
             if op == protocol.RUN:
                 # Reported at once, whatever is queued behind it: the supervisor learns which
@@ -265,11 +307,9 @@ class Worker:
                 result = self.run(message["job"], message.get("payload_error"))
                 self.send(result)
                 if self.config.children.max_memory and result.get("rss", 0) > self.config.children.max_memory:
-                    self.retiring = True
+                    self.retire()
                 if not self.inbox:
                     _title("child idle")
-            elif op == protocol.RELEASE:  # nothing was queued behind it any more
-                self.send({"op": protocol.RELEASED, "ids": []})
             elif op == protocol.STOP:
                 return
 
