@@ -50,17 +50,19 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
 MAX_BOOTING = max(2, os.cpu_count() or 2)  # children starting at once when demand grows
 BOOT_FAILURES_TO_GIVE_UP = 5  # children dying before "ready" in a row (without a boot_error message)
 RETENTION_INTERVAL = 60.0  # seconds between retention passes
-# Prefetch: while a backlog of short jobs waits, each child gets more claimed jobs queued in
-# the supervisor, handed over the moment it reports done: one claim statement then serves many
-# jobs, and a child never waits for a claim round trip. A child's queue holds about
-# PREFETCH_WINDOW seconds of work (by the types' average duration), at most PREFETCH_MAX jobs;
-# it is topped up once it has run down by half, so claims come in batches. Only without limits
-# or gates (they count what runs), only for types quicker than PREFETCH_MAX_AVG_SECONDS.
+# Prefetch: while a backlog of short jobs waits, each busy child gets more jobs claimed for it
+# and sent ahead (up to PUSH_BYTES at once; the rest wait here), which it runs back to back:
+# one claim statement then serves many jobs, and a child never waits for a claim round trip.
+# A child's queue holds about PREFETCH_WINDOW seconds of work (by the types' average
+# duration), at most PREFETCH_MAX jobs; it is topped up once it has run down by half, so
+# claims come in batches. Only without limits or gates (they count what runs), only for types
+# quicker than PREFETCH_MAX_AVG_SECONDS. A child whose current job has run PREFETCH_STALE
+# gives its queue back (the jobs go back to queued, for other children or machines).
 PREFETCH_WINDOW = 0.05
 PREFETCH_MAX = 64
 PREFETCH_MAX_AVG_SECONDS = 0.025
 PREFETCH_STALE = 0.5
-PUSH_BYTES = 64 * 1024  # queued jobs sent to a child ahead of time, at most this much at once  # a child busier than this gives its prefetched jobs back
+PUSH_BYTES = 64 * 1024
 # Successes reported by children are recorded together: once this many wait, or the oldest has
 # waited this long (its finished_at is that much late; nothing else waits for it).
 COMPLETION_BATCH = 128
@@ -108,7 +110,8 @@ class Supervisor:
         self.db_lost_since: float | None = None
         self.pending: list[PendingWrite] = []
         # Successes reported by children whose handler wrote nothing through job.conn, recorded
-        # by the supervisor in one statement per tick: (job, child pid, duration in ms).
+        # by the supervisor in one statement (COMPLETION_DELAY, COMPLETION_BATCH):
+        # (job, child pid, duration in ms).
         self.completions: list[tuple[Running, int, Any]] = []
         self.completions_uncertain = False
         self.completions_due = 0.0  # monotonic time by which the waiting successes are recorded
