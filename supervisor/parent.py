@@ -109,6 +109,9 @@ class Supervisor:
         self.db_retry_delay = 0.2
         self.db_lost_since: float | None = None
         self.pending: list[PendingWrite] = []
+        # The connection broke: a claim in flight may have committed without its rows reaching
+        # us. Once it is back (and the outcomes kept meanwhile are written), give those back.
+        self.orphan_check = False
         # Successes reported by children whose handler wrote nothing through job.conn, recorded
         # by the supervisor in one statement (COMPLETION_DELAY, COMPLETION_BATCH):
         # (job, child pid, duration in ms).
@@ -875,6 +878,8 @@ class Supervisor:
             return None
         down_ms = round((time.monotonic() - (self.db_lost_since or time.monotonic())) * 1000)
         self.log.info("db_reconnected", connection="main", down_ms=down_ms, pending=len(self.pending))
+        if self.db_lost_since is not None:
+            self.orphan_check = True
         self.db_lost_since = None
         self.db_retry_delay = 0.2
         self.claim_wanted = True
@@ -940,6 +945,10 @@ class Supervisor:
             return False
         self.completions = []
         self.completions_uncertain = False
+        self.completions_recorded(batch, recorded)
+        return True
+
+    def completions_recorded(self, batch: list[tuple[Running, int, Any]], recorded: set[int]) -> None:
         records = []
         for job, child_pid, duration_ms in batch:
             context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
@@ -952,12 +961,28 @@ class Supervisor:
         self.stats["lost"] += len(batch) - len(recorded)
         self.log_lines.extend(records)
         self.flush_logs()
-        return True
 
     def flush_logs(self) -> None:
         if self.log_lines:
             lines, self.log_lines = self.log_lines, []
             logs.emit_many(lines)
+
+    def return_orphans(self) -> None:
+        """Jobs locked by our children that we never handed out (the claim committed, its
+        answer was lost with the connection) go back to queued, the attempt not counted."""
+        cur = self.execute(self.q.jobs_held_by_runner, {"runner": self.runner_id})
+        if cur is None:
+            return
+        self.orphan_check = False
+        known = {(c.job.id, c.job.lock) for c in self.pool.busy()}
+        known.update((p[0].id, p[0].lock) for c in self.pool for p in c.prefetched)
+        known.update((job.id, job.lock) for job, _, _ in self.completions)
+        orphans = [(job_id, lock) for job_id, lock in cur.fetchall() if (job_id, lock) not in known]
+        for job_id, lock in orphans:
+            self.log.warning("job_returned", job_id=job_id, reason="not started: claimed as the connection broke")
+            self.record(self.q.job_return, {"id": job_id, "lock": lock}, f"return job {job_id}")
+        if orphans:
+            self.claim_wanted = True
 
     def database_chores(self) -> None:
         now = time.monotonic()
@@ -966,6 +991,8 @@ class Supervisor:
             self.flush_completions()
         if self.pending:
             self.flush_pending()
+        if self.orphan_check and self.conn is not None and not self.pending and not self.completions:
+            self.return_orphans()
         if not self.listener.up and now >= self.listener.retry_at:
             if self.listener.open():
                 self.update_listener_registration()
@@ -1329,11 +1356,26 @@ class Supervisor:
         if wanted == 0 or (not force and wanted < max(1, depth * len(rooms) // 2)):
             return
         slots = [child for child, room in rooms for _ in range(room)]
-        cur = self.execute(self.q.jobs_claim, {"n": len(slots), "types": self.prefetch_types,
-                                               "queues": self.prefetch_queues, "locks": [c.lock for c in slots]})
-        if cur is None:
-            return
-        rows = cur.fetchall()
+        params = {"n": len(slots), "types": self.prefetch_types, "queues": self.prefetch_queues,
+                  "locks": [c.lock for c in slots]}
+        if self.completions and not self.completions_uncertain:
+            # The successes waiting to be recorded ride along: one round trip, one commit.
+            batch = self.completions
+            params["done_ids"] = [job.id for job, _, _ in batch]
+            params["done_locks"] = [job.lock for job, _, _ in batch]
+            cur = self.execute(self.q.jobs_record_and_claim, params)
+            if cur is None:
+                self.completions_uncertain = True  # the commit may have happened before the cut
+                return
+            rows = cur.fetchall()
+            self.completions = []
+            self.completions_recorded(batch, {row[0] for row in rows if row[2] is None})
+            rows = [row for row in rows if row[2] is not None]
+        else:
+            cur = self.execute(self.q.jobs_claim, params)
+            if cur is None:
+                return
+            rows = cur.fetchall()
         self.hand_out(rows, slots)
         if len(rows) < len(slots):
             self.claim_wanted = False  # the backlog is gone: new work announces itself

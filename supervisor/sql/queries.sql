@@ -59,6 +59,48 @@ RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority,
           extract(epoch FROM j.run_at)::float8 AS run_at,
           j.attempts, j.max_attempts, j.locked_by
 
+-- name: jobs_record_and_claim
+-- jobs_set_succeeded_many and jobs_claim in one statement, one round trip and one commit (the
+-- supervisor's hot path while a backlog of quick jobs waits). The two updates touch disjoint
+-- rows ('running' ones become 'succeeded', 'queued'/'retry' ones become 'running'). Claimed
+-- rows come first; recorded ids follow with a NULL job_type.
+WITH durable AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'on', true)
+), recorded AS (
+    UPDATE {table} AS j
+    SET status = 'succeeded', finished_at = now(), updated_at = now()
+    FROM durable
+    WHERE j.id = ANY(%(done_ids)s::bigint[]) AND j.status = 'running'
+      AND j.locked_by = (%(done_locks)s::text[])[array_position(%(done_ids)s::bigint[], j.id)]
+    RETURNING j.id
+), candidates AS (
+    SELECT id
+    FROM {table}
+    WHERE status IN ('queued', 'retry')
+      AND run_at <= now()
+      AND job_type = ANY(%(types)s::text[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+), slots AS (
+    SELECT id, row_number() OVER () AS slot FROM candidates
+), claimed AS (
+    UPDATE {table} AS j
+    SET status = 'running',
+        attempts = j.attempts + 1,
+        locked_by = (%(locks)s::text[])[slots.slot],
+        locked_at = now(),
+        updated_at = now()
+    FROM slots
+    WHERE j.id = slots.id
+    RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority,
+              extract(epoch FROM j.run_at)::float8 AS run_at, j.attempts, j.max_attempts, j.locked_by
+)
+SELECT * FROM claimed
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM recorded
+
 -- name: jobs_claim_limited
 -- jobs_claim when limits apply: at most %(type_room)s more per job type and %(queue_room)s more
 -- per queue on this supervisor (NULL: no limit), and at most %(global_limits)s running per type
@@ -149,8 +191,9 @@ WITH durable AS MATERIALIZED (
 )
 UPDATE {table} AS j
 SET status = 'succeeded', finished_at = now(), updated_at = now()
-FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
-WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
+FROM durable
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status = 'running'
+  AND j.locked_by = (%(locks)s::text[])[array_position(%(ids)s::bigint[], j.id)]
 RETURNING j.id
 
 -- name: jobs_set_succeeded_many_again
@@ -201,6 +244,12 @@ UPDATE {table}
 SET status = 'queued', attempts = greatest(attempts - 1, 0), run_at = least(run_at, now()),
     locked_by = NULL, locked_at = NULL, updated_at = now()
 WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
+
+-- name: jobs_held_by_runner
+-- Running jobs locked by this runner's children (lock = '<runner>/<child pid>'): after a lost
+-- connection, a claim may have committed without its rows ever reaching the supervisor.
+SELECT id, locked_by FROM {table}
+WHERE status = 'running' AND left(locked_by, length(%(runner)s) + 1) = %(runner)s || '/'
 
 -- name: jobs_next_run_at
 -- When the next not-yet-due job of the handled types becomes due (epoch seconds), if any.
