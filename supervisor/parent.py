@@ -1209,7 +1209,9 @@ class Supervisor:
             return
         # By (id, lock), not by id: after our own lock on a job was recovered, one child may run
         # the stale attempt while another already runs the new one; only the stale one goes.
-        lost = set(cur.fetchall())
+        rows = cur.fetchall()
+        lost = {(job_id, lock) for job_id, lock, _ in rows}
+        killed = {(job_id, lock) for job_id, lock, by_operator in rows if by_operator}
         for child in self.pool:  # not started yet: never start them
             self.drop_queued(child, lost, "lock lost")
         for child in busy:
@@ -1221,7 +1223,7 @@ class Supervisor:
             # would kill children that did nothing wrong.
             self.on_child_message(child)
             if child.job is job:
-                self.pool.kill(child, "lock_lost")
+                self.pool.kill(child, "killed" if (job.id, job.lock) in killed else "lock_lost")
 
     def rescue(self) -> None:
         db = self.db()

@@ -856,3 +856,19 @@ def test_dsn_password_is_masked_in_every_log_line_and_error(db, dsn, make_config
     assert broken.wait_exit(20) == 2
     text = broken.log_path.read_text()
     assert "se cret pw" not in text and "cannot connect to database" in text, text
+
+
+def test_kill_seen_by_the_heartbeat_before_its_notify_is_reported_as_a_kill(db, make_config, start_supervisor):
+    """The lock check can find a killed job before the kill's NOTIFY arrives (or when it was
+    missed): it is still a kill, logged and counted as one, not a lost lock."""
+    sup = start_supervisor(make_config({"heartbeat_interval": "1s"}))
+    job_id = enqueue(db, "sleep", {"seconds": 60})
+    wait_handler_started(db, job_id)
+    child = sup.wait_event("job_started", job_id=job_id)["child_pid"]
+    # What jobs_kill does, without the NOTIFY that would make it immediate.
+    db.execute("UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),"
+               " last_error = 'killed by operator' WHERE id = %s", (job_id,))
+    sup.wait_event("job_failed", job_id=job_id, error="killed by operator", timeout=10)
+    assert sup.wait_event("child_exited", child_pid=child)["reason"] == "killed"
+    assert not sup.find("job_lock_lost", job_id=job_id)
+    assert (job_row(db, job_id)["status"], job_row(db, job_id)["last_error"]) == ("failed", "killed by operator")

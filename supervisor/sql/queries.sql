@@ -260,10 +260,13 @@ WHERE status IN ('queued', 'retry') AND run_at > now() AND job_type = ANY(%(type
 
 -- name: jobs_lock_lost
 -- Which of our running attempts (id, lock) no longer hold their job (recovered by a rescuer,
--- killed, deleted).
-SELECT x.id, x.lock
+-- killed, deleted), and whether an operator killed it (jobs_kill keeps the lock): the check
+-- can see a kill before its NOTIFY arrives, and must report it the same way.
+SELECT x.id, x.lock, k.id IS NOT NULL AS killed
 FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS x(id, lock)
 LEFT JOIN {table} j ON j.id = x.id AND j.status = 'running' AND j.locked_by = x.lock
+LEFT JOIN {table} k ON k.id = x.id AND k.status = 'failed' AND k.locked_by = x.lock
+                   AND k.last_error = 'killed by operator'
 WHERE j.id IS NULL
 
 -- name: jobs_rescue
