@@ -69,9 +69,8 @@ WITH durable AS MATERIALIZED (
 ), recorded AS (
     UPDATE {table} AS j
     SET status = 'succeeded', finished_at = now(), updated_at = now()
-    FROM durable
-    WHERE j.id = ANY(%(done_ids)s::bigint[]) AND j.status = 'running'
-      AND j.locked_by = (%(done_locks)s::text[])[array_position(%(done_ids)s::bigint[], j.id)]
+    FROM durable, unnest(%(done_ids)s::bigint[], %(done_locks)s::text[]) AS done(id, lock)
+    WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
     RETURNING j.id
 ), candidates AS (
     SELECT id
@@ -191,9 +190,8 @@ WITH durable AS MATERIALIZED (
 )
 UPDATE {table} AS j
 SET status = 'succeeded', finished_at = now(), updated_at = now()
-FROM durable
-WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status = 'running'
-  AND j.locked_by = (%(locks)s::text[])[array_position(%(ids)s::bigint[], j.id)]
+FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[]) AS done(id, lock)
+WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
 RETURNING j.id
 
 -- name: jobs_set_succeeded_many_again
