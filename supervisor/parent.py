@@ -31,6 +31,7 @@ from .backoff import retry_delay
 from .children import protocol
 from .children.pool import BOOTING, BUSY, IDLE, Child, Pool, Running, describe_exit
 from .config import Config, load_config
+from .courier import Answer, Courier
 from .children.web import WebProcess
 from .db import close_quietly, connect, describe_error, is_permanent
 from .errors import ConfigError, UserError
@@ -59,7 +60,7 @@ RETENTION_INTERVAL = 60.0  # seconds between retention passes
 # quicker than PREFETCH_MAX_AVG_SECONDS. A child whose current job has run PREFETCH_STALE
 # gives its queue back (the jobs go back to queued, for other children or machines).
 PREFETCH_WINDOW = 0.05
-PREFETCH_MAX = 64
+PREFETCH_MAX = 256
 PREFETCH_MAX_AVG_SECONDS = 0.025
 PREFETCH_STALE = 0.5
 PUSH_BYTES = 64 * 1024
@@ -82,6 +83,17 @@ class PendingWrite:
     query: str
     params: dict[str, Any]
     what: str
+
+
+@dataclass
+class Flight:
+    """What a statement sent with the courier carries: the children its claimed rows are for
+    (one entry per row asked for; None: it claims nothing), the successes it records, and the
+    jobs an operator killed while it was out (their rows must not start when they arrive)."""
+
+    slots: list[Child] | None
+    batch: list[tuple[Running, int, Any]]
+    killed: set[tuple[int, str]]
 
 
 class Supervisor:
@@ -118,6 +130,12 @@ class Supervisor:
         self.completions: list[tuple[Running, int, Any]] = []
         self.completions_uncertain = False
         self.completions_due = 0.0  # monotonic time by which the waiting successes are recorded
+        # The hot path's statement (record successes, claim ahead) runs on the courier's own
+        # connection while the loop goes on; what it carries is in courier.context (a Flight).
+        self.courier = Courier(lambda: self.open_connection("jobsupervisor-claims"))
+        self.courier_retry_at = 0.0
+        self.courier_retry_delay = 0.2
+        self.courier_lost_since: float | None = None
         # Per-job log records of the batch being handled, written together by flush_logs()
         # before any other line, so each job's lines stay in order.
         self.log_lines: list[tuple[str, str, dict[str, Any]]] = []
@@ -211,6 +229,7 @@ class Supervisor:
         self.rescue()
         self.listener.open()
         self.update_listener_registration()
+        self.selector.register(self.courier, selectors.EVENT_READ, self.on_courier_answer)
         for _ in range(max(self.children_min, 1)):
             self.spawn_child()
         if self.web is not None:
@@ -282,10 +301,17 @@ class Supervisor:
             self.pool.wait_all(5.0)
             for child in self.pool.poll_exited():
                 self.child_exited(child)
+        if self.courier.busy:
+            answer = self.courier.wait(10.0)
+            if answer is not None:
+                self.courier_answered(answer)  # what it claimed goes back; what it recorded is logged
+        self.courier.close()
         deadline = time.monotonic() + 10.0
         while (self.pending or self.completions) and time.monotonic() < deadline:
             if not (self.flush_completions() and self.flush_pending()):
                 time.sleep(0.2)
+        if self.orphan_check and not self.pending and not self.completions and not self.courier.busy:
+            self.return_orphans()
         if self.pending or self.completions:
             self.log.error("outcomes_not_recorded", count=len(self.pending) + len(self.completions),
                            hint="the database was unreachable; the jobs will be recovered by the rescuer")
@@ -339,7 +365,7 @@ class Supervisor:
         due = [self.next_poll, self.next_heartbeat, self.next_rescue, self.next_probe, self.next_reap]
         if self.conn is None or self.pending:
             due.append(self.db_retry_at)
-        if self.completions:
+        if self.completions and not self.courier.busy:  # else its answer wakes us
             due.append(max(self.completions_due, self.db_retry_at if self.conn is None else 0.0))
         if not self.listener.up:
             due.append(self.listener.retry_at)
@@ -364,7 +390,7 @@ class Supervisor:
                 due.append(child.kill_at)
             if child.state == IDLE and len(self.pool) > self.children_min:
                 due.append(child.idle_since + self.config.children.idle_timeout)
-        if self.claim_wanted and self.types and self.pool.idle() and not self.draining and self.conn is not None:
+        if self.claim_wanted and self.types and not self.draining and self.conn is not None and self.claimable_idle():
             if now >= self.claim_retry_at:
                 return 0.0
             due.append(self.claim_retry_at)
@@ -847,8 +873,8 @@ class Supervisor:
     # ======================================================================================
     # Database chores
     # ======================================================================================
-    def open_connection(self) -> psycopg.Connection:
-        conn = connect(self.dsn, autocommit=True)
+    def open_connection(self, application_name: str = "jobsupervisor") -> psycopg.Connection:
+        conn = connect(self.dsn, autocommit=True, application_name=application_name)
         # The claim must walk the claim index in order and stop after n rows. When the table's
         # statistics are stale (analysed while the queue was small: the normal state of a queue
         # table) the planner picks a bitmap scan of every due row plus a sort instead: 0.2 ms
@@ -987,11 +1013,19 @@ class Supervisor:
     def database_chores(self) -> None:
         now = time.monotonic()
         if self.completions and (len(self.completions) >= COMPLETION_BATCH or now >= self.completions_due
-                                 or self.draining):
-            self.flush_completions()
+                                 or self.draining) and not self.courier.busy:
+            if self.completions_uncertain or not self.courier_ready():
+                self.flush_completions()
+            elif self.claim_wanted and self.top_up_prefetch(force=True):
+                pass  # they ride along with the claim of the next quick jobs
+            else:
+                batch, self.completions = self.completions, []
+                params = {"ids": [job.id for job, _, _ in batch], "locks": [job.lock for job, _, _ in batch]}
+                self.courier.send(self.q.jobs_set_succeeded_many, params, Flight(None, batch, set()))
         if self.pending:
             self.flush_pending()
-        if self.orphan_check and self.conn is not None and not self.pending and not self.completions:
+        if (self.orphan_check and self.conn is not None and not self.pending and not self.completions
+                and not self.courier.busy):
             self.return_orphans()
         if not self.listener.up and now >= self.listener.retry_at:
             if self.listener.open():
@@ -1138,6 +1172,8 @@ class Supervisor:
             self.log.warning("operator_request_invalid", payload=payload[:200])
             return
         if "kill" in request:
+            if self.courier.busy and self.courier.context.slots:
+                self.courier.context.killed.add((request["kill"], request.get("lock")))
             for child in self.pool:
                 self.drop_queued(child, {(request["kill"], request.get("lock"))}, "killed by operator")
             for child in self.pool.busy():
@@ -1253,10 +1289,13 @@ class Supervisor:
     def claim_and_hand_out(self) -> None:
         if self.draining or not self.claim_wanted or not self.types:
             return
-        idle = self.pool.idle()
-        if not idle:
-            self.top_up_prefetch()
-            return
+        idle = self.claimable_idle()
+        if not idle or self.prefetch_types:
+            # While a backlog of quick jobs drains, the courier claims for idle children too
+            # (the answer on its way, if one is out, brings theirs).
+            if self.top_up_prefetch() or self.courier.busy or not idle:
+                return
+            # Its connection is down: claim on ours.
         if time.monotonic() < self.claim_retry_at:
             return
         plan = self.gatekeeper.plan(len(idle), [(c.job.job_type, c.job.queue) for c in self.pool.busy()], self.types)
@@ -1274,7 +1313,8 @@ class Supervisor:
         if rows is None:
             return
         self.hand_out(rows, slots)
-        self.prefetch_types = self.prefetchable(plan)
+        # A full batch: a backlog waits. If its jobs are quick, claim ahead from now on.
+        self.prefetch_types = self.prefetchable(plan) if len(rows) == len(slots) else []
         self.prefetch_queues = plan.room.queues
         if len(rows) == len(slots):
             self.top_up_prefetch(force=True)
@@ -1293,6 +1333,14 @@ class Supervisor:
                 # Nothing was taken yet work of a fleet-wide limited type is due: it waits for
                 # room that frees up on other machines. Look again soon, not at the next poll.
                 self.next_fleet_check = time.monotonic() + GATE_RETRY
+
+    def claimable_idle(self) -> list[Child]:
+        """Idle children, except those the courier's statement out claims jobs for."""
+        idle = self.pool.idle()
+        if idle and self.courier.busy:
+            coming = self.in_flight_for()
+            idle = [c for c in idle if id(c) not in coming]
+        return idle
 
     def log_gate_events(self) -> None:
         for event, fields in self.gatekeeper.events:
@@ -1342,45 +1390,94 @@ class Supervisor:
         slowest = max(self.type_avg.get(t, 1.0) for t in self.prefetch_types)
         return max(1, min(PREFETCH_MAX, int(PREFETCH_WINDOW / max(slowest, 1e-6))))
 
-    def top_up_prefetch(self, force: bool = False) -> None:
-        """A backlog of quick jobs waits (the last claim was full): queue the next ones for
-        every busy child. Only once the queues ran down by half (or a claim just filled the
-        children), so that each statement claims many jobs."""
-        if not self.prefetch_types or self.draining or self.conn is None:
-            return
+    def top_up_prefetch(self, force: bool = False) -> bool:
+        """A backlog of quick jobs waits (the last claim was full): claim the next ones for
+        every child, through the courier, to start on the idle ones and queue on the busy ones.
+        Only once the queues ran down by half (or a child is idle, or successes wait to be
+        recorded), so that each statement claims many jobs. True if a statement went out."""
+        if not self.prefetch_types or self.draining or not self.courier_ready():
+            return False
         depth = self.prefetch_depth()
         now = time.monotonic()
         # Not behind a job that turned long: what it queued was just given back (kill_overdue).
         rooms = [(child, self.prefetch_room(child, depth)) for child in self.pool
                  if child.ending is None and child.state == BUSY and child.releasing is None
                  and child.job is not None and now - child.job.started <= PREFETCH_STALE]
+        idle = self.pool.idle()
+        rooms += [(child, 1 + self.prefetch_room(child, depth)) for child in idle]
         wanted = sum(room for _, room in rooms)
-        if wanted == 0 or (not force and wanted < max(1, depth * len(rooms) // 2)):
-            return
+        if wanted == 0 or (not force and not idle and wanted < max(1, depth * len(rooms) // 2)):
+            return False
         slots = [child for child, room in rooms for _ in range(room)]
         params = {"n": len(slots), "types": self.prefetch_types, "queues": self.prefetch_queues,
                   "locks": [c.lock for c in slots]}
         if self.completions and not self.completions_uncertain:
             # The successes waiting to be recorded ride along: one round trip, one commit.
-            batch = self.completions
+            batch, self.completions = self.completions, []
             params["done_ids"] = [job.id for job, _, _ in batch]
             params["done_locks"] = [job.lock for job, _, _ in batch]
-            cur = self.execute(self.q.jobs_record_and_claim, params)
-            if cur is None:
-                self.completions_uncertain = True  # the commit may have happened before the cut
-                return
-            rows = cur.fetchall()
-            self.completions = []
-            self.completions_recorded(batch, {row[0] for row in rows if row[2] is None})
-            rows = [row for row in rows if row[2] is not None]
+            self.courier.send(self.q.jobs_record_and_claim, params, Flight(slots, batch, set()))
         else:
-            cur = self.execute(self.q.jobs_claim, params)
-            if cur is None:
-                return
-            rows = cur.fetchall()
-        self.hand_out(rows, slots)
-        if len(rows) < len(slots):
-            self.claim_wanted = False  # the backlog is gone: new work announces itself
+            self.courier.send(self.q.jobs_claim, params, Flight(slots, [], set()))
+        return True
+
+    def courier_ready(self) -> bool:
+        return not self.courier.busy and time.monotonic() >= self.courier_retry_at
+
+    def in_flight_for(self) -> set[int]:
+        """Ids of the children that rows of the statement out are claimed for."""
+        flight = self.courier.context
+        return {id(c) for c in flight.slots} if flight is not None and flight.slots else set()
+
+    def on_courier_answer(self) -> None:
+        """The courier's statement came back: record the successes it carried, hand out the
+        jobs it claimed. On failure nothing is lost: the successes are recorded again (counting
+        any the cut-off commit did record) and claimed rows that never reached us are returned
+        once the connection is back (return_orphans)."""
+        answer = self.courier.take()
+        if answer is not None:
+            self.courier_answered(answer)
+
+    def courier_answered(self, answer: Answer) -> None:
+        flight: Flight = answer.context
+        if answer.rows is None:
+            self.courier_lost(answer)
+            if flight.batch:
+                self.completions[:0] = flight.batch
+                self.completions_uncertain = True
+                self.completions_due = time.monotonic()
+            if flight.slots:
+                self.orphan_check = True
+                self.claim_wanted = True
+            return
+        if self.courier_lost_since is not None:
+            down_ms = round((time.monotonic() - self.courier_lost_since) * 1000)
+            self.log.info("db_reconnected", connection="claims", down_ms=down_ms)
+            self.courier_lost_since = None
+            self.courier_retry_delay = 0.2
+        rows = answer.rows
+        if flight.slots is None:
+            self.completions_recorded(flight.batch, {row[0] for row in rows})
+        elif flight.batch:
+            self.completions_recorded(flight.batch, {row[0] for row in rows if row[2] is None})
+            rows = [row for row in rows if row[2] is not None]
+        if flight.slots is not None:
+            self.hand_out(rows, flight.slots, flight.killed)
+            if len(rows) < len(flight.slots):
+                # No more of the quick types. Others may wait (a type whose speed we do not
+                # know yet): the next claim, for idle children, looks at every type.
+                self.prefetch_types = []
+                self.claim_wanted = True
+            else:
+                self.top_up_prefetch()
+        self.flush_logs()
+
+    def courier_lost(self, answer: Answer) -> None:
+        self.courier_retry_at = time.monotonic() + self.courier_retry_delay
+        self.courier_retry_delay = min(self.courier_retry_delay * 2, 5.0)
+        if self.courier_lost_since is None:
+            self.courier_lost_since = time.monotonic()
+            self.log.warning("db_connection_lost", connection="claims", error=describe_error(answer.error))
 
     def prefetch_room(self, child: Child, depth: int) -> int:
         room = depth - len(child.prefetched)
@@ -1388,14 +1485,24 @@ class Supervisor:
             room = min(room, self.config.children.max_jobs - child.jobs_done - 1 - len(child.prefetched))
         return max(room, 0)
 
-    def hand_out(self, rows: list[tuple], slots: list[Child]) -> None:
+    def hand_out(self, rows: list[tuple], slots: list[Child], killed: set[tuple[int, str]] | None = None) -> None:
+        """Start claimed jobs on their children or queue them there. Rows the courier brings
+        may find their child gone, stopping or giving its queue back, or the job killed by an
+        operator meanwhile: those do not start."""
         by_lock = {c.lock: c for c in slots}
+        unwanted = []
         for job_id, queue, job_type, payload, priority, run_at, attempts, max_attempts, lock in rows:
             child = by_lock[lock]
+            if killed and (job_id, lock) in killed:
+                continue  # the database says failed ('killed by operator') already
             opts = self.types.get(job_type, {})
             timeout = opts.get("timeout")
             running = Running(id=job_id, job_type=job_type, queue=queue, attempts=attempts,
                               max_attempts=max_attempts, lock=lock, started=0.0, deadline=None, timeout=timeout)
+            if (self.draining or child.ending is not None or child.releasing is not None
+                    or child.exit_status is not None or child.eof or self.pool.children.get(child.pid) is not child):
+                unwanted.append(running)
+                continue
             spec = {"id": job_id, "job_type": job_type, "queue": queue, "priority": priority,
                     "run_at": run_at, "attempts": attempts, "max_attempts": max_attempts,
                     "lock": lock}
@@ -1406,6 +1513,8 @@ class Supervisor:
         for child in {id(c): c for c in slots}.values():
             self.push_queued(child)
         self.flush_logs()
+        if unwanted:
+            self.return_jobs(unwanted, "its child is stopping" if not self.draining else "shutdown")
 
     def push_queued(self, child: Child) -> None:
         """Send a busy child the jobs queued for it, in one write: it runs them back to back,

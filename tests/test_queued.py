@@ -4,6 +4,9 @@ never run twice or lost."""
 
 from __future__ import annotations
 
+import collections
+import time
+
 from conftest import job_row, statuses, wait_for
 
 from supervisor import enqueue_many
@@ -111,3 +114,31 @@ def test_a_claim_whose_answer_was_lost_with_the_connection_is_given_back(db, mak
     assert "connection broke" in returned["reason"]
     wait_for(lambda: job_row(db, job_id)["status"] == "succeeded", timeout=15, message="the job ran after all")
     assert (job_row(db, job_id)["attempts"], started(db, job_id)) == (1, 1)
+
+
+def test_cutting_the_claims_connection_during_a_backlog_loses_and_repeats_nothing(db, make_config, start_supervisor,
+                                                                                 tmp_path):
+    """While a backlog of quick jobs drains, claims and success records travel on the courier's
+    connection ('jobsupervisor-claims'). Cut it again and again: a claim that committed without
+    its answer is given back (not counted), a success batch whose commit is uncertain is
+    recorded again without counting twice. Every job runs once, attempt 1."""
+    sup = start_supervisor(make_config({"children": {"min": 2, "max": 2}}))
+    warm_up(db, sup)
+    runs = tmp_path / "runs.txt"
+    ids = enqueue_many(db, [{"job_type": "tally", "payload": {"file": str(runs)}} for _ in range(20000)])
+    cuts = 0
+    deadline = time.monotonic() + 60
+    while statuses(db).get("queued", 0) > 2000 and time.monotonic() < deadline:
+        cuts += len(db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND application_name = 'jobsupervisor-claims'"
+                               ).fetchall())
+        time.sleep(0.1)  # let it reconnect and claim again (the cut is the event under test)
+    assert cuts >= 2, f"the claims connection was cut {cuts} times"
+    wait_for(lambda: statuses(db) == {"succeeded": 5 + len(ids)}, timeout=60, message=f"all done ({statuses(db)})")
+    assert set(db.execute("SELECT attempts FROM jobs WHERE id = ANY(%s)", (ids,)).fetchall()) == {(1,)}
+    ran = collections.Counter(runs.read_text().split("\n")[:-1])
+    assert ran == {f"{i} 1": 1 for i in ids}, [line for line, n in ran.items() if n != 1][:10]
+    assert sup.find("db_connection_lost", connection="claims")
+    assert sup.find("db_reconnected", connection="claims")
+    sup.wait_event("job_succeeded", count=5 + len(ids), timeout=20)
+    assert len({e["job_id"] for e in sup.find("job_succeeded")}) == 5 + len(ids)
