@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import psycopg
 
-JOIN_TIMEOUT = 10.0
+JOIN_TIMEOUT = 2.0  # a statement still running at exit is abandoned (the thread is a daemon)
 
 
 @dataclass

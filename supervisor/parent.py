@@ -390,7 +390,10 @@ class Supervisor:
                 due.append(child.kill_at)
             if child.state == IDLE and len(self.pool) > self.children_min:
                 due.append(child.idle_since + self.config.children.idle_timeout)
-        if self.claim_wanted and self.types and not self.draining and self.conn is not None and self.claimable_idle():
+        # While a backlog drains with the courier's statement out, idle children wait for its
+        # answer (which wakes us): returning 0 here would spin the loop until it comes.
+        if (self.claim_wanted and self.types and not self.draining and self.conn is not None
+                and not (self.prefetch_types and self.courier.busy) and self.claimable_idle()):
             if now >= self.claim_retry_at:
                 return 0.0
             due.append(self.claim_retry_at)
