@@ -5,6 +5,8 @@ never run twice or lost."""
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import time
 
 from conftest import job_row, statuses, wait_for
@@ -142,3 +144,55 @@ def test_cutting_the_claims_connection_during_a_backlog_loses_and_repeats_nothin
     assert sup.find("db_reconnected", connection="claims")
     sup.wait_event("job_succeeded", count=5 + len(ids), timeout=20)
     assert len({e["job_id"] for e in sup.find("job_succeeded")}) == 5 + len(ids)
+
+
+def test_a_drain_in_the_middle_of_a_backlog_leaves_every_job_succeeded_once_or_queued(db, make_config,
+                                                                                     start_supervisor, tmp_path):
+    """SIGTERM while claims and success batches are on their way through the courier: the
+    supervisor exits 0 with no job left 'running'; what ran is recorded as succeeded, what
+    was claimed ahead and never started is back in the queue with its attempt uncounted.
+    A second supervisor finishes the rest: every job ran exactly once."""
+    config = make_config({"children": {"min": 2, "max": 2}})
+    sup = start_supervisor(config)
+    warm_up(db, sup)
+    runs = tmp_path / "runs.txt"
+    ids = enqueue_many(db, [{"job_type": "tally", "payload": {"file": str(runs)}} for _ in range(20000)])
+    wait_for(lambda: statuses(db).get("succeeded", 0) > 3000, timeout=60, message="the backlog draining")
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(30) == 0, sup.tail()
+    by_status = dict(db.execute("SELECT status, count(*) FROM jobs WHERE id = ANY(%s) GROUP BY 1", (ids,)).fetchall())
+    assert set(by_status) <= {"succeeded", "queued"}, by_status
+    assert by_status.get("queued"), "the drain came too late to test anything"
+    ran = collections.Counter(runs.read_text().split("\n")[:-1])
+    succeeded = {row[0] for row in db.execute("SELECT id FROM jobs WHERE id = ANY(%s) AND status = 'succeeded'",
+                                              (ids,)).fetchall()}
+    assert ran == {f"{i} 1": 1 for i in succeeded}  # what ran is what is recorded, once
+    assert set(db.execute("SELECT attempts FROM jobs WHERE id = ANY(%s) AND status = 'queued'",
+                          (ids,)).fetchall()) == {(0,)}
+    start_supervisor(config)
+    wait_for(lambda: statuses(db) == {"succeeded": 5 + len(ids)}, timeout=60, message=f"all done ({statuses(db)})")
+    ran = collections.Counter(runs.read_text().split("\n")[:-1])
+    assert ran == {f"{i} 1": 1 for i in ids}, [line for line, n in ran.items() if n != 1][:10]
+
+
+def test_children_leaving_during_a_backlog_give_back_what_was_claimed_for_them(db, make_config, start_supervisor,
+                                                                               tmp_path):
+    """Rows the courier claimed for a child may arrive after the child left (SIGTTOU retired
+    it, or it was killed): they go back to the queue, unstarted, instead of waiting in a
+    queue nobody reads. Every job succeeds; a job that ran twice is one whose child died
+    under it (the attempt counted), never one that was only queued."""
+    sup = start_supervisor(make_config({"children": {"min": 3, "max": 3}}))
+    warm_up(db, sup)
+    runs = tmp_path / "runs.txt"
+    ids = enqueue_many(db, [{"job_type": "tally", "payload": {"file": str(runs)}} for _ in range(20000)])
+    wait_for(lambda: statuses(db).get("succeeded", 0) > 2000, timeout=60, message="the backlog draining")
+    sup.signal(signal.SIGTTOU)  # one fewer child: it stops after its current job
+    wait_for(lambda: statuses(db).get("succeeded", 0) > 6000, timeout=60, message="more of the backlog")
+    os.kill(sup.children()[0], signal.SIGKILL)
+    wait_for(lambda: statuses(db) == {"succeeded": 5 + len(ids)}, timeout=90, message=f"all done ({statuses(db)})")
+    ran = collections.Counter(line.split()[0] for line in runs.read_text().split("\n")[:-1])
+    attempts = dict(db.execute("SELECT id, attempts FROM jobs WHERE id = ANY(%s)", (ids,)).fetchall())
+    assert set(ran) == {str(i) for i in ids}
+    assert all(ran[str(i)] <= attempts[i] for i in ids), [i for i in ids if ran[str(i)] > attempts[i]][:10]
+    assert sum(1 for i in ids if attempts[i] > 1) <= 1  # at most the one the kill hit
+    assert sup.find("job_returned")
