@@ -67,6 +67,10 @@ PUSH_BYTES = 64 * 1024
 # Successes reported by children are recorded together: once this many wait, or the oldest has
 # waited this long (its finished_at is that much late; nothing else waits for it).
 COMPLETION_BATCH = 128
+# Statements of the hot path out at once (each on its own courier and connection): while one
+# is in Postgres, the next one can be too; children run through their queues in a fraction of
+# the time one statement takes.
+COURIERS = 2
 COMPLETION_DELAY = 0.02
 GATE_RETRY = 1.0  # a closed gate is asked again after this long (it samples once a second)
 GLOBAL_LIMIT_LOCK_SPACE = 0x6A6F6273  # first key of the advisory locks serialising global_concurrency claims
@@ -130,9 +134,9 @@ class Supervisor:
         self.completions: list[tuple[Running, int, Any]] = []
         self.completions_uncertain = False
         self.completions_due = 0.0  # monotonic time by which the waiting successes are recorded
-        # The hot path's statement (record successes, claim ahead) runs on the courier's own
-        # connection while the loop goes on; what it carries is in courier.context (a Flight).
-        self.courier = Courier(lambda: self.open_connection("jobsupervisor-claims"))
+        # The hot path's statements (record successes, claim ahead) run on the couriers' own
+        # connections while the loop goes on; what each carries is its context (a Flight).
+        self.couriers = [Courier(lambda: self.open_connection("jobsupervisor-claims")) for _ in range(COURIERS)]
         self.courier_retry_at = 0.0
         self.courier_retry_delay = 0.2
         self.courier_lost_since: float | None = None
@@ -229,7 +233,8 @@ class Supervisor:
         self.rescue()
         self.listener.open()
         self.update_listener_registration()
-        self.selector.register(self.courier, selectors.EVENT_READ, self.on_courier_answer)
+        for courier in self.couriers:
+            self.selector.register(courier, selectors.EVENT_READ, lambda c=courier: self.on_courier_answer(c))
         for _ in range(max(self.children_min, 1)):
             self.spawn_child()
         if self.web is not None:
@@ -301,16 +306,17 @@ class Supervisor:
             self.pool.wait_all(5.0)
             for child in self.pool.poll_exited():
                 self.child_exited(child)
-        if self.courier.busy:
-            answer = self.courier.wait(10.0)
-            if answer is not None:
-                self.courier_answered(answer)  # what it claimed goes back; what it recorded is logged
-        self.courier.close()
+        for courier in self.couriers:
+            if courier.busy:
+                answer = courier.wait(10.0)
+                if answer is not None:
+                    self.courier_answered(answer)  # what it claimed goes back; what it recorded is logged
+            courier.close()
         deadline = time.monotonic() + 10.0
         while (self.pending or self.completions) and time.monotonic() < deadline:
             if not (self.flush_completions() and self.flush_pending()):
                 time.sleep(0.2)
-        if self.orphan_check and not self.pending and not self.completions and not self.courier.busy:
+        if self.orphan_check and not self.pending and not self.completions and not self.couriers_busy():
             self.return_orphans()
         if self.pending or self.completions:
             self.log.error("outcomes_not_recorded", count=len(self.pending) + len(self.completions),
@@ -365,7 +371,7 @@ class Supervisor:
         due = [self.next_poll, self.next_heartbeat, self.next_rescue, self.next_probe, self.next_reap]
         if self.conn is None or self.pending:
             due.append(self.db_retry_at)
-        if self.completions and not self.courier.busy:  # else its answer wakes us
+        if self.completions and self.free_courier() is not None:  # else an answer wakes us
             due.append(max(self.completions_due, self.db_retry_at if self.conn is None else 0.0))
         if not self.listener.up:
             due.append(self.listener.retry_at)
@@ -390,10 +396,10 @@ class Supervisor:
                 due.append(child.kill_at)
             if child.state == IDLE and len(self.pool) > self.children_min:
                 due.append(child.idle_since + self.config.children.idle_timeout)
-        # While a backlog drains with the courier's statement out, idle children wait for its
+        # While a backlog drains with a courier's statement out, idle children wait for an
         # answer (which wakes us): returning 0 here would spin the loop until it comes.
         if (self.claim_wanted and self.types and not self.draining and self.conn is not None
-                and not (self.prefetch_types and self.courier.busy) and self.claimable_idle()):
+                and not (self.prefetch_types and self.couriers_busy()) and self.claimable_idle()):
             if now >= self.claim_retry_at:
                 return 0.0
             due.append(self.claim_retry_at)
@@ -1016,19 +1022,20 @@ class Supervisor:
     def database_chores(self) -> None:
         now = time.monotonic()
         if self.completions and (len(self.completions) >= COMPLETION_BATCH or now >= self.completions_due
-                                 or self.draining) and not self.courier.busy:
-            if self.completions_uncertain or not self.courier_ready():
+                                 or self.draining) and self.free_courier() is not None:
+            courier = self.courier_ready()
+            if self.completions_uncertain or courier is None:
                 self.flush_completions()
             elif self.claim_wanted and self.top_up_prefetch(force=True):
                 pass  # they ride along with the claim of the next quick jobs
             else:
                 batch, self.completions = self.completions, []
                 params = {"ids": [job.id for job, _, _ in batch], "locks": [job.lock for job, _, _ in batch]}
-                self.courier.send(self.q.jobs_set_succeeded_many, params, Flight(None, batch, set()))
+                courier.send(self.q.jobs_set_succeeded_many, params, Flight(None, batch, set()))
         if self.pending:
             self.flush_pending()
         if (self.orphan_check and self.conn is not None and not self.pending and not self.completions
-                and not self.courier.busy):
+                and not self.couriers_busy()):
             self.return_orphans()
         if not self.listener.up and now >= self.listener.retry_at:
             if self.listener.open():
@@ -1175,8 +1182,9 @@ class Supervisor:
             self.log.warning("operator_request_invalid", payload=payload[:200])
             return
         if "kill" in request:
-            if self.courier.busy and self.courier.context.slots:
-                self.courier.context.killed.add((request["kill"], request.get("lock")))
+            for courier in self.couriers:
+                if courier.busy and courier.context.slots:
+                    courier.context.killed.add((request["kill"], request.get("lock")))
             for child in self.pool:
                 self.drop_queued(child, {(request["kill"], request.get("lock"))}, "killed by operator")
             for child in self.pool.busy():
@@ -1296,7 +1304,7 @@ class Supervisor:
         if not idle or self.prefetch_types:
             # While a backlog of quick jobs drains, the courier claims for idle children too
             # (the answer on its way, if one is out, brings theirs).
-            if self.top_up_prefetch() or self.courier.busy or not idle:
+            if self.top_up_prefetch() or self.couriers_busy() or not idle:
                 return
             # Its connection is down: claim on ours.
         if time.monotonic() < self.claim_retry_at:
@@ -1338,9 +1346,9 @@ class Supervisor:
                 self.next_fleet_check = time.monotonic() + GATE_RETRY
 
     def claimable_idle(self) -> list[Child]:
-        """Idle children, except those the courier's statement out claims jobs for."""
+        """Idle children, except those a courier's statement out claims jobs for."""
         idle = self.pool.idle()
-        if idle and self.courier.busy:
+        if idle and self.couriers_busy():
             coming = self.in_flight_for()
             idle = [c for c in idle if id(c) not in coming]
         return idle
@@ -1395,21 +1403,25 @@ class Supervisor:
 
     def top_up_prefetch(self, force: bool = False) -> bool:
         """A backlog of quick jobs waits (the last claim was full): claim the next ones for
-        every child, through the courier, to start on the idle ones and queue on the busy ones.
+        every child, through a courier, to start on the idle ones and queue on the busy ones.
         Only once the queues ran down by half (or a child is idle, or successes wait to be
         recorded), so that each statement claims many jobs. True if a statement went out."""
-        if not self.prefetch_types or self.draining or not self.courier_ready():
+        courier = self.courier_ready() if self.prefetch_types and not self.draining else None
+        if courier is None:
             return False
         depth = self.prefetch_depth()
         now = time.monotonic()
+        coming = self.in_flight_for()  # rows another courier is bringing, per child
         # Not behind a job that turned long: what it queued was just given back (kill_overdue).
-        rooms = [(child, self.prefetch_room(child, depth)) for child in self.pool
+        rooms = [(child, self.prefetch_room(child, depth) - coming[id(child)]) for child in self.pool
                  if child.ending is None and child.state == BUSY and child.releasing is None
                  and child.job is not None and now - child.job.started <= PREFETCH_STALE]
-        idle = self.pool.idle()
+        idle = [child for child in self.pool.idle() if id(child) not in coming]
         rooms += [(child, 1 + self.prefetch_room(child, depth)) for child in idle]
+        eligible = len(rooms)
+        rooms = [(child, room) for child, room in rooms if room > 0]
         wanted = sum(room for _, room in rooms)
-        if wanted == 0 or (not force and not idle and wanted < max(1, depth * len(rooms) // 2)):
+        if wanted == 0 or (not force and not idle and wanted < max(1, depth * eligible // 2)):
             return False
         slots = [child for child, room in rooms for _ in range(room)]
         params = {"n": len(slots), "types": self.prefetch_types, "queues": self.prefetch_queues,
@@ -1419,25 +1431,36 @@ class Supervisor:
             batch, self.completions = self.completions, []
             params["done_ids"] = [job.id for job, _, _ in batch]
             params["done_locks"] = [job.lock for job, _, _ in batch]
-            self.courier.send(self.q.jobs_record_and_claim, params, Flight(slots, batch, set()))
+            courier.send(self.q.jobs_record_and_claim, params, Flight(slots, batch, set()))
         else:
-            self.courier.send(self.q.jobs_claim, params, Flight(slots, [], set()))
+            courier.send(self.q.jobs_claim, params, Flight(slots, [], set()))
         return True
 
-    def courier_ready(self) -> bool:
-        return not self.courier.busy and time.monotonic() >= self.courier_retry_at
+    def free_courier(self) -> Courier | None:
+        return next((c for c in self.couriers if not c.busy), None)
 
-    def in_flight_for(self) -> set[int]:
-        """Ids of the children that rows of the statement out are claimed for."""
-        flight = self.courier.context
-        return {id(c) for c in flight.slots} if flight is not None and flight.slots else set()
+    def courier_ready(self) -> Courier | None:
+        """A courier free to take a statement now (none while their connection is down)."""
+        return self.free_courier() if time.monotonic() >= self.courier_retry_at else None
 
-    def on_courier_answer(self) -> None:
-        """The courier's statement came back: record the successes it carried, hand out the
+    def couriers_busy(self) -> bool:
+        return any(c.busy for c in self.couriers)
+
+    def in_flight_for(self) -> collections.Counter:
+        """How many rows the statements out claim for each child (by id of the child)."""
+        coming: collections.Counter = collections.Counter()
+        for courier in self.couriers:
+            flight = courier.context if courier.busy else None
+            if flight is not None and flight.slots:
+                coming.update(id(c) for c in flight.slots)
+        return coming
+
+    def on_courier_answer(self, courier: Courier) -> None:
+        """A courier's statement came back: record the successes it carried, hand out the
         jobs it claimed. On failure nothing is lost: the successes are recorded again (counting
         any the cut-off commit did record) and claimed rows that never reached us are returned
-        once the connection is back (return_orphans)."""
-        answer = self.courier.take()
+        once no statement is out any more (return_orphans)."""
+        answer = courier.take()
         if answer is not None:
             self.courier_answered(answer)
 
