@@ -1437,7 +1437,14 @@ class Supervisor:
         return True
 
     def free_courier(self) -> Courier | None:
-        return next((c for c in self.couriers if not c.busy), None)
+        """A courier that may take a statement. A second statement goes out while one is in
+        Postgres only for the quickest types (their queues are at the depth cap and run dry
+        before one statement returns); for slower ones it would only add statements."""
+        free = next((c for c in self.couriers if not c.busy), None)
+        if free is not None and self.couriers_busy():
+            if not self.prefetch_types or self.prefetch_depth() < PREFETCH_MAX:
+                return None
+        return free
 
     def courier_ready(self) -> Courier | None:
         """A courier free to take a statement now (none while their connection is down)."""
