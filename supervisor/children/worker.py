@@ -101,7 +101,6 @@ class Worker:
         self.config: Any = None
         self.dsn = ""
         self.queries: Any = None
-        self.stop_requested = False
         # Over children.max_memory: the supervisor will recycle us after this job; what it
         # queued here meanwhile goes back at once rather than run in an oversized process.
         self.retiring = False
