@@ -396,10 +396,10 @@ class Supervisor:
                 due.append(child.kill_at)
             if child.state == IDLE and len(self.pool) > self.children_min:
                 due.append(child.idle_since + self.config.children.idle_timeout)
-        # While a backlog drains with a courier's statement out, idle children wait for an
-        # answer (which wakes us): returning 0 here would spin the loop until it comes.
+        # Idle children that a courier's statement out brings rows for wait for its answer
+        # (which wakes us): counting them here would spin the loop until it comes.
         if (self.claim_wanted and self.types and not self.draining and self.conn is not None
-                and not (self.prefetch_types and self.couriers_busy()) and self.claimable_idle()):
+                and self.claimable_idle()):
             if now >= self.claim_retry_at:
                 return 0.0
             due.append(self.claim_retry_at)
@@ -1301,12 +1301,9 @@ class Supervisor:
         if self.draining or not self.claim_wanted or not self.types:
             return
         idle = self.claimable_idle()
-        if not idle or self.prefetch_types:
-            # While a backlog of quick jobs drains, the courier claims for idle children too
-            # (the answer on its way, if one is out, brings theirs).
-            if self.top_up_prefetch() or self.couriers_busy() or not idle:
-                return
-            # Its connection is down: claim on ours.
+        if not idle:
+            self.top_up_prefetch()
+            return
         if time.monotonic() < self.claim_retry_at:
             return
         plan = self.gatekeeper.plan(len(idle), [(c.job.job_type, c.job.queue) for c in self.pool.busy()], self.types)
@@ -1403,9 +1400,12 @@ class Supervisor:
 
     def top_up_prefetch(self, force: bool = False) -> bool:
         """A backlog of quick jobs waits (the last claim was full): claim the next ones for
-        every child, through a courier, to start on the idle ones and queue on the busy ones.
-        Only once the queues ran down by half (or a child is idle, or successes wait to be
-        recorded), so that each statement claims many jobs. True if a statement went out."""
+        every busy child, through a courier, to queue behind its current job. Only once the
+        queues ran down by half (or successes wait to be recorded), so that each statement
+        claims many jobs. Idle children are claimed for on the loop's connection, every type
+        in priority order: a claim ahead takes only the quick types, and an urgent job of
+        another type must not wait for a backlog of quick ones to drain. True if a statement
+        went out."""
         courier = self.courier_ready() if self.prefetch_types and not self.draining else None
         if courier is None:
             return False
@@ -1416,12 +1416,10 @@ class Supervisor:
         rooms = [(child, self.prefetch_room(child, depth) - coming[id(child)]) for child in self.pool
                  if child.ending is None and child.state == BUSY and child.releasing is None
                  and child.job is not None and now - child.job.started <= PREFETCH_STALE]
-        idle = [child for child in self.pool.idle() if id(child) not in coming]
-        rooms += [(child, 1 + self.prefetch_room(child, depth)) for child in idle]
         eligible = len(rooms)
         rooms = [(child, room) for child, room in rooms if room > 0]
         wanted = sum(room for _, room in rooms)
-        if wanted == 0 or (not force and not idle and wanted < max(1, depth * eligible // 2)):
+        if wanted == 0 or (not force and wanted < max(1, depth * eligible // 2)):
             return False
         slots = [child for child, room in rooms for _ in range(room)]
         params = {"n": len(slots), "types": self.prefetch_types, "queues": self.prefetch_queues,

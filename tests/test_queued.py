@@ -196,3 +196,20 @@ def test_children_leaving_during_a_backlog_give_back_what_was_claimed_for_them(d
     assert all(ran[str(i)] <= attempts[i] for i in ids), [i for i in ids if ran[str(i)] > attempts[i]][:10]
     assert sum(1 for i in ids if attempts[i] > 1) <= 1  # at most the one the kill hit
     assert sup.find("job_returned")
+
+
+def test_an_urgent_job_of_another_type_does_not_wait_for_a_backlog_of_quick_ones(db, make_config, start_supervisor,
+                                                                                tmp_path):
+    """Claims ahead take only the quick types. Children that run dry are claimed for with
+    every type in priority order, so a high-priority job of a type not known to be quick
+    starts while a backlog of quick ones is still draining, not after it."""
+    sup = start_supervisor(make_config({"children": {"min": 2, "max": 2}}))
+    runs = tmp_path / "runs.txt"
+    enqueue_many(db, [{"job_type": "tally", "payload": {"file": str(runs)}} for _ in range(40000)])
+    wait_for(lambda: statuses(db).get("succeeded", 0) > 2000, timeout=60, message="the backlog draining")
+    (urgent,) = enqueue_many(db, [{"job_type": "noop", "priority": 10}])
+    wait_for(lambda: job_row(db, urgent)["status"] == "succeeded", timeout=30, message="the urgent job done")
+    waiting = statuses(db).get("queued", 0)
+    assert waiting > 0, "the urgent job waited for the whole backlog"
+    wait_for(lambda: statuses(db) == {"succeeded": 40001}, timeout=90, message=f"all done ({statuses(db)})")
+    assert sup.find("job_succeeded", job_id=urgent)
