@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import psycopg
 
+from .db import close_quietly
+
 JOIN_TIMEOUT = 2.0  # a statement still running at exit is abandoned (the thread is a daemon)
 
 
@@ -73,7 +75,7 @@ class Courier:
         self.busy = True
         self.context = context
         with self._lock:
-            self._request = _Request(query, params, context, _now())
+            self._request = _Request(query, params, context, time.monotonic())
             self._has_request.notify()
 
     def take(self) -> Answer | None:
@@ -92,12 +94,12 @@ class Courier:
 
     def wait(self, timeout: float) -> Answer | None:
         """Block until the answer of the request that is out arrives (shutdown only)."""
-        deadline = _now() + timeout
+        deadline = time.monotonic() + timeout
         while self.busy:
             answer = self.take()
             if answer is not None:
                 return answer
-            left = deadline - _now()
+            left = deadline - time.monotonic()
             if left <= 0:
                 return None
             select.select([self._wake_r], [], [], left)
@@ -111,7 +113,7 @@ class Courier:
         if self._thread is not None:
             self._thread.join(JOIN_TIMEOUT)
         if self._thread is None or not self._thread.is_alive():
-            _close_quietly(self._conn)
+            close_quietly(self._conn)
             self._conn = None
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -141,22 +143,11 @@ class Courier:
             if self._conn is None:
                 self._conn = self._connect()
             rows = self._conn.execute(request.query, request.params).fetchall()
-            return Answer(rows, None, request.context, _now() - request.sent)
+            return Answer(rows, None, request.context, time.monotonic() - request.sent)
         except psycopg.Error as error:
             # Whatever it was, the next statement starts on a new connection: a statement
             # that failed half-way leaves nothing we could trust on this one.
-            _close_quietly(self._conn)
+            close_quietly(self._conn)
             self._conn = None
-            return Answer(None, error, request.context, _now() - request.sent)
+            return Answer(None, error, request.context, time.monotonic() - request.sent)
 
-
-def _now() -> float:
-    return time.monotonic()
-
-
-def _close_quietly(conn: psycopg.Connection | None) -> None:
-    if conn is not None:
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
-            pass
