@@ -52,18 +52,23 @@ MAX_BOOTING = max(2, os.cpu_count() or 2)  # children starting at once when dema
 BOOT_FAILURES_TO_GIVE_UP = 5  # children dying before "ready" in a row (without a boot_error message)
 RETENTION_INTERVAL = 60.0  # seconds between retention passes
 # Prefetch: while a backlog of short jobs waits, each busy child gets more jobs claimed for it
-# and sent ahead (up to PUSH_BYTES at once; the rest wait here), which it runs back to back:
-# one claim statement then serves many jobs, and a child never waits for a claim round trip.
-# A child's queue holds about PREFETCH_WINDOW seconds of work (by the types' average
-# duration), at most PREFETCH_MAX jobs; it is topped up once it has run down by half, so
-# claims come in batches. Only without limits or gates (they count what runs), only for types
+# and sent ahead (up to PUSH_BYTES at once, more once fewer than PUSH_LOW are left in its
+# socket; the rest wait here), which it runs back to back: one claim statement then serves
+# many jobs, and a child never waits for a claim round trip. A child's queue holds about
+# PREFETCH_WINDOW seconds of work (by the types' average duration), at most PREFETCH_MAX
+# jobs; it is topped up once it has run down by an eighth (1/PREFETCH_TOP_UP): Postgres takes
+# ~30 µs a job to record one and claim the next, two children run a no-op in ~20 µs each,
+# so a statement must go out long before a queue runs dry, and a deep queue is what lets two
+# statements be out at once without either coming back to idle children. Only without limits or gates (they count what runs), only for types
 # quicker than PREFETCH_MAX_AVG_SECONDS. A child whose current job has run PREFETCH_STALE
 # gives its queue back (the jobs go back to queued, for other children or machines).
 PREFETCH_WINDOW = 0.05
-PREFETCH_MAX = 256
+PREFETCH_MAX = 1024
+PREFETCH_TOP_UP = 8  # top up once the queues ran down by 1/PREFETCH_TOP_UP of their depth
 PREFETCH_MAX_AVG_SECONDS = 0.025
 PREFETCH_STALE = 0.5
 PUSH_BYTES = 64 * 1024
+PUSH_LOW = 64  # a child with fewer queued jobs in its socket than this is sent more
 # Successes reported by children are recorded together: once this many wait, or the oldest has
 # waited this long (its finished_at is that much late; nothing else waits for it).
 COMPLETION_BATCH = 128
@@ -146,6 +151,7 @@ class Supervisor:
         # The last claim's plan allowed prefetching (no limits, no gates) of these types.
         self.prefetch_types: list[str] = []
         self.prefetch_queues: list[str] | None = None
+        self.prefetch_head_types: list[str] = []  # every type the claim ahead looks at for the head of the line
         # Job types and their options, as reported by children (the parent imports no user code).
         self.types: dict[str, dict[str, Any]] = {}
         self.children_min = config.children.min
@@ -670,6 +676,8 @@ class Supervisor:
                 child.state = BUSY  # its queue is being taken back: wait for 'released'
             elif child.prefetched:
                 self.start_next(child)
+                if child.sent < PUSH_LOW:
+                    self.push_queued(child)
 
     def start_next(self, child: Child) -> None:
         """The child's next queued job is its current one now (sent with it, or sent now)."""
@@ -1324,6 +1332,7 @@ class Supervisor:
         # A full batch: a backlog waits. If its jobs are quick, claim ahead from now on.
         self.prefetch_types = self.prefetchable(plan) if len(rows) == len(slots) else []
         self.prefetch_queues = plan.room.queues
+        self.prefetch_head_types = plan.room.types
         if len(rows) == len(slots):
             self.top_up_prefetch(force=True)
         if self.gate_headroom is not None:
@@ -1419,19 +1428,17 @@ class Supervisor:
         eligible = len(rooms)
         rooms = [(child, room) for child, room in rooms if room > 0]
         wanted = sum(room for _, room in rooms)
-        if wanted == 0 or (not force and wanted < max(1, depth * eligible // 2)):
+        if wanted == 0 or (not force and wanted < max(1, depth * eligible // PREFETCH_TOP_UP)):
             return False
         slots = [child for child, room in rooms for _ in range(room)]
-        params = {"n": len(slots), "types": self.prefetch_types, "queues": self.prefetch_queues,
-                  "locks": [c.lock for c in slots]}
-        if self.completions and not self.completions_uncertain:
+        batch: list[tuple[Running, int, Any]] = []
+        if not self.completions_uncertain:
             # The successes waiting to be recorded ride along: one round trip, one commit.
             batch, self.completions = self.completions, []
-            params["done_ids"] = [job.id for job, _, _ in batch]
-            params["done_locks"] = [job.lock for job, _, _ in batch]
-            courier.send(self.q.jobs_record_and_claim, params, Flight(slots, batch, set()))
-        else:
-            courier.send(self.q.jobs_claim, params, Flight(slots, [], set()))
+        params = {"n": len(slots), "types": self.prefetch_types, "head_types": self.prefetch_head_types,
+                  "queues": self.prefetch_queues, "locks": [c.lock for c in slots],
+                  "done_ids": [job.id for job, _, _ in batch], "done_locks": [job.lock for job, _, _ in batch]}
+        courier.send(self.q.jobs_record_and_claim, params, Flight(slots, batch, set()))
         return True
 
     def free_courier(self) -> Courier | None:
@@ -1607,8 +1614,10 @@ class Supervisor:
         for running in jobs:
             self.log.info("job_returned", job_id=running.id, job_type=running.job_type, queue=running.queue,
                           attempt=running.attempts, reason=f"not started: {reason}")
-            self.record(self.q.job_return, {"id": running.id, "lock": running.lock}, f"return job {running.id}")
         if jobs:
+            ids = [running.id for running in jobs]
+            what = f"return job {ids[0]}" if len(ids) == 1 else f"return {len(ids)} jobs ({ids[0]}…{ids[-1]})"
+            self.record(self.q.jobs_return_many, {"ids": ids, "locks": [running.lock for running in jobs]}, what)
             self.claim_wanted = True
 
     # ======================================================================================

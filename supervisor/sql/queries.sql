@@ -60,20 +60,37 @@ RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority,
           j.attempts, j.max_attempts, j.locked_by
 
 -- name: jobs_record_and_claim
--- jobs_set_succeeded_many and jobs_claim in one statement, one round trip and one commit (the
--- supervisor's hot path while a backlog of quick jobs waits). The two updates touch disjoint
--- rows ('running' ones become 'succeeded', 'queued'/'retry' ones become 'running'). Claimed
--- rows come first; recorded ids follow with a NULL job_type.
+-- The claim ahead (supervisor/parent.py top_up_prefetch), with the successes waiting to be
+-- recorded (jobs_set_succeeded_many) riding along: one round trip and one commit, which is
+-- synchronous only when it records something. The two updates touch disjoint rows ('running'
+-- ones become 'succeeded', 'queued'/'retry' ones become 'running').
+-- It claims up to %(n)s jobs of the quick %(types)s, plus the head of the whole line: the
+-- first job in claim order of any of the %(head_types)s, so that a more urgent job of another
+-- type is not left waiting behind a backlog of quick ones (the children, kept busy by claims
+-- ahead, may never be idle until it is gone). The head is usually one of the quick jobs
+-- anyway; when it is not, it takes one of the %(n)s places. Claimed rows come first, in claim
+-- order; recorded ids follow with a NULL job_type.
 WITH durable AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'on', true)
+    SELECT set_config('synchronous_commit',
+                      CASE WHEN cardinality(%(done_ids)s::bigint[]) > 0 THEN 'on' ELSE 'off' END, true)
 ), recorded AS (
     UPDATE {table} AS j
     SET status = 'succeeded', finished_at = now(), updated_at = now()
     FROM durable, unnest(%(done_ids)s::bigint[], %(done_locks)s::text[]) AS done(id, lock)
     WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
     RETURNING j.id
+), head AS (
+    SELECT id, priority, run_at
+    FROM {table}
+    WHERE status IN ('queued', 'retry')
+      AND run_at <= now()
+      AND job_type = ANY(%(head_types)s::text[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
 ), candidates AS (
-    SELECT id
+    SELECT id, priority, run_at
     FROM {table}
     WHERE status IN ('queued', 'retry')
       AND run_at <= now()
@@ -83,7 +100,12 @@ WITH durable AS MATERIALIZED (
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
 ), slots AS (
-    SELECT id, row_number() OVER () AS slot FROM candidates
+    -- A row both scans found (the head is a quick job) is one row: this transaction's own
+    -- lock does not make the second scan skip it.
+    SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS slot
+    FROM (SELECT * FROM head UNION SELECT * FROM candidates) AS c
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(n)s
 ), claimed AS (
     UPDATE {table} AS j
     SET status = 'running',
@@ -94,9 +116,11 @@ WITH durable AS MATERIALIZED (
     FROM slots
     WHERE j.id = slots.id
     RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority,
-              extract(epoch FROM j.run_at)::float8 AS run_at, j.attempts, j.max_attempts, j.locked_by
+              extract(epoch FROM j.run_at)::float8 AS run_at, j.attempts, j.max_attempts, j.locked_by,
+              slots.slot
 )
-SELECT * FROM claimed
+SELECT id, queue, job_type, payload, priority, run_at, attempts, max_attempts, locked_by
+FROM (SELECT * FROM claimed ORDER BY slot) AS c
 UNION ALL
 SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM recorded
 
@@ -242,6 +266,15 @@ UPDATE {table}
 SET status = 'queued', attempts = greatest(attempts - 1, 0), run_at = least(run_at, now()),
     locked_by = NULL, locked_at = NULL, updated_at = now()
 WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
+
+-- name: jobs_return_many
+-- job_return for many jobs in one statement (a child's queue of claimed-ahead jobs that will
+-- not start), each fenced by its own lock.
+UPDATE {table} AS j
+SET status = 'queued', attempts = greatest(j.attempts - 1, 0), run_at = least(j.run_at, now()),
+    locked_by = NULL, locked_at = NULL, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(locks)s::text[]) AS back(id, lock)
+WHERE j.id = back.id AND j.status = 'running' AND j.locked_by = back.lock
 
 -- name: jobs_held_by_runner
 -- Running jobs locked by this runner's children (lock = '<runner>/<child pid>'): after a lost
