@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -431,6 +431,7 @@ def configure(fmt: str = "json", level: str = "info", *, syslog_address: str | N
     global _fast, _pid
     _pid = os.getpid()
     _heads.clear()
+    _job_heads.clear()
     _fast = _FastPath(_sink, processors, factory(), min_level)
 
 
@@ -560,6 +561,7 @@ def _after_fork_in_child() -> None:
     global _pid, _write_lock
     _pid = os.getpid()
     _heads.clear()
+    _job_heads.clear()
     _write_lock = threading.RLock()  # another thread may have held it at fork()
 
 
@@ -636,6 +638,66 @@ def _fast_line(timestamp: str, name: str, event: Any, fields: Mapping[str, Any])
     return line
 
 
+class JobFields(NamedTuple):
+    """The context of a per-job record (job_started, job_succeeded) as emit_many takes it on
+    the supervisor's hot path: the same record as the dict of these keys (duration_ms left
+    out when None), rendered from a head cached per (level, event, job type, queue) instead of
+    encoding a dict for every line."""
+
+    job_id: int
+    job_type: str
+    queue: str
+    attempt: int
+    child_pid: int
+    duration_ms: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        fields = {"job_id": self.job_id, "job_type": self.job_type, "queue": self.queue, "attempt": self.attempt}
+        if self.duration_ms is not None:
+            fields["duration_ms"] = self.duration_ms
+        fields["child_pid"] = self.child_pid
+        return fields
+
+
+# (level name, event, job type, queue) -> (head up to "job_id":, from job_type to "attempt":),
+# or None when such records must take the chain (a long or secret-looking type or queue).
+_job_heads: dict[tuple[str, str, str, str], tuple[str, str] | None] = {}
+
+
+def _job_line(timestamp: str, name: str, event: str, job: JobFields) -> str | None:
+    """_fast_line for a JobFields record, or None when the chain must render it."""
+    key = (name, event, job.job_type, job.queue)
+    parts = _job_heads.get(key, False)
+    if parts is False:
+        if len(_job_heads) >= 4096:
+            _job_heads.clear()
+        parts = None
+        if type(job.job_type) is str and type(job.queue) is str and type(event) is str:
+            head = f'","level":{_json_dumps(name)},"event":{_json_dumps(event)},"pid":{_pid},"job_id":'
+            middle = f',"job_type":{_json_dumps(job.job_type)},"queue":{_json_dumps(job.queue)},"attempt":'
+            # Only strings are masked, and only these are strings besides the timestamp: a
+            # type or queue that is cut or could hold a secret sends the record to the chain.
+            sample = '{"timestamp":"' + head + "0" + middle + '0,"child_pid":0}'
+            if len(sample) < _CUT // 2 and "://" not in sample and "assword" not in sample and "ASSWORD" not in sample:
+                parts = (head, middle)
+        _job_heads[key] = parts
+    if parts is None:
+        return None
+    job_id, attempt, child_pid, duration = job.job_id, job.attempt, job.child_pid, job.duration_ms
+    if type(job_id) is not int or type(attempt) is not int or type(child_pid) is not int:
+        return None
+    if duration is None:
+        tail = ',"child_pid":' + str(child_pid) + "}"
+    elif type(duration) is float and duration - duration == 0.0:  # finite: repr() is its JSON
+        tail = ',"duration_ms":' + repr(duration) + ',"child_pid":' + str(child_pid) + "}"
+    else:
+        return None
+    line = '{"timestamp":"' + timestamp + parts[0] + str(job_id) + parts[1] + str(attempt) + tail
+    if _units._SECRET_PATTERN is not None and _line_may_hold_secret(line):
+        return None
+    return line
+
+
 def _contextvars_bound() -> bool:
     """Whether merge_contextvars would add anything (structlog.contextvars.bind_contextvars)."""
     for var in contextvars.copy_context():  # usually one or two (decimal's): cheap
@@ -692,7 +754,7 @@ def emit_many(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
         for level, event, fields in records:
             if level not in _METHODS:
                 raise ValueError(f"unknown log level {level!r}")
-            getattr(logger, level)(event, **fields)
+            getattr(logger, level)(event, **(fields.as_dict() if type(fields) is JobFields else fields))
         return
     min_level = fast.min_level
     chain_only = fast.format == "console" or _contextvars_bound()
@@ -706,6 +768,17 @@ def emit_many(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
                 raise ValueError(f"unknown log level {level!r}") from None
             if number < min_level:
                 continue
+            if type(fields) is JobFields:
+                if not chain_only and level != "exception":
+                    timestamp = _timestamp()
+                    line = _job_line(timestamp, name, event, fields)
+                    if line is not None:
+                        if sender is None:
+                            lines.append(line)
+                        else:
+                            sender.send(line, name, event, timestamp, _pid)
+                        continue
+                fields = fields.as_dict()
             if level == "exception":  # structlog: kw.setdefault("exc_info", True), then error()
                 fields = dict(fields)
                 fields.setdefault("exc_info", True)

@@ -36,6 +36,7 @@ from .children.web import WebProcess
 from .db import close_quietly, connect, describe_error, is_permanent
 from .errors import ConfigError, UserError
 from .gates import ClaimPlan, Gatekeeper
+from .logs import JobFields
 from .listener import Listener, parse_due
 from .migrate import current_version, latest_version, migrate
 from .queries import queries_for
@@ -147,7 +148,7 @@ class Supervisor:
         self.courier_lost_since: float | None = None
         # Per-job log records of the batch being handled, written together by flush_logs()
         # before any other line, so each job's lines stay in order.
-        self.log_lines: list[tuple[str, str, dict[str, Any]]] = []
+        self.log_lines: list[tuple[str, str, Any]] = []  # for logs.emit_many: fields are a dict or JobFields
         # The last claim's plan allowed prefetching (no limits, no gates) of these types.
         self.prefetch_types: list[str] = []
         self.prefetch_queues: list[str] | None = None
@@ -992,14 +993,15 @@ class Supervisor:
         return True
 
     def completions_recorded(self, batch: list[tuple[Running, int, Any]], recorded: set[int]) -> None:
-        records = []
+        records: list[tuple[str, str, Any]] = []
         for job, child_pid, duration_ms in batch:
-            context = {"job_id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempts,
-                       "duration_ms": duration_ms, "child_pid": child_pid}
             if job.id in recorded:
-                records.append(("info", "job_succeeded", context))
+                records.append(("info", "job_succeeded", JobFields(job.id, job.job_type, job.queue, job.attempts,
+                                                                    child_pid, duration_ms)))
             else:
-                records.append(("warning", "job_lock_lost", {"outcome": "lost", **context}))
+                records.append(("warning", "job_lock_lost", {
+                    "outcome": "lost", "job_id": job.id, "job_type": job.job_type, "queue": job.queue,
+                    "attempt": job.attempts, "duration_ms": duration_ms, "child_pid": child_pid}))
         self.stats["succeeded"] += len(recorded)
         self.stats["lost"] += len(batch) - len(recorded)
         self.log_lines.extend(records)
@@ -1589,9 +1591,8 @@ class Supervisor:
         running.started = now
         running.deadline = now + running.timeout if running.timeout else None
         # Written with the other lines of this batch (flush_logs): one write() for many jobs.
-        self.log_lines.append(("info", "job_started", {
-            "job_id": running.id, "job_type": running.job_type, "queue": running.queue,
-            "attempt": running.attempts, "child_pid": child.pid}))
+        self.log_lines.append(("info", "job_started", JobFields(running.id, running.job_type, running.queue,
+                                                                 running.attempts, child.pid)))
         # If the child died between claim and hand-out, reaping records the attempt.
         self.pool.hand_out(child, running, spec, payload, sent=sent)
 

@@ -450,3 +450,65 @@ def test_structlog_reconfigured_by_someone_else_is_respected(pipe):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def job_records() -> list[tuple[str, str, logs.JobFields]]:
+    jobs = [
+        logs.JobFields(123, "email.send", "default", 1, 4242),
+        logs.JobFields(124, "email.send", "default", 3, 4242, 12.5),
+        logs.JobFields(125, "email.send", "default", 1, 4242, 0.1),
+        logs.JobFields(126, 'ünï\n"code"\u2028', "q\\x", 2, 7, 1e-05),
+        logs.JobFields(127, "t", "postgres://u:queuepw@h/d", 1, 1),  # (a queue cannot be named so: still safe)
+        logs.JobFields(128, "x" * 20_000, "q", 1, 1, 3.0),
+        logs.JobFields(129, "t", "q", 1, 1, float("nan")),
+        logs.JobFields(130, "t", "q", 1, 1, 7),  # not a float: rendered by the chain like the dict
+        logs.JobFields(10**30, "t", "q", 1, 1),
+    ]
+    return [(level, event, job) for job in jobs
+            for level, event in (("info", "job_started"), ("info", "job_succeeded"), ("debug", "job_started"))]
+
+
+def both_job(pipe: Pipe, records) -> tuple[bytes, bytes]:
+    via_structlog([(level, event, fields.as_dict()) for level, event, fields in records])
+    expected = pipe.read()
+    logs.emit_many(records)
+    return expected, pipe.read()
+
+
+@pytest.mark.parametrize("sink", ["json", "console"])
+def test_job_fields_are_written_exactly_as_their_dict_would_be(pipe, monkeypatch, sink):
+    freeze(monkeypatch, NS_WITH_MICROS)
+    logs.configure(sink, "info", fd=pipe.w)
+    records = job_records()
+    for record in records:  # one at a time: a mismatch names its record
+        expected, got = both_job(pipe, [record])
+        assert got == expected, record
+    expected, got = both_job(pipe, records)
+    assert got == expected
+    assert b"queuepw" not in got
+    if sink == "json":
+        import json
+        first = json.loads(got.split(b"\n")[0])
+        assert first == {"timestamp": first["timestamp"], "level": "info", "event": "job_started", "pid": os.getpid(),
+                         "job_id": 123, "job_type": "email.send", "queue": "default", "attempt": 1, "child_pid": 4242}
+        assert json.loads(got.split(b"\n")[3])["duration_ms"] == 12.5
+    # A remembered password that shows up in a job's line (its type, a level name, a number
+    # in the timestamp) is masked exactly as the chain masks it.
+    for password in ("email.send", "info", "456789", "4242"):
+        units.remember_secrets(f"postgresql://u:{password}@db/x")
+        expected, got = both_job(pipe, records)
+        assert got == expected, password
+
+
+def test_job_fields_take_the_fast_path_unless_they_must_not(pipe, monkeypatch):
+    logs.configure("json", "info", fd=pipe.w)
+    chained = []
+    real = logs._run_chain
+    monkeypatch.setattr(logs, "_run_chain", lambda *args: chained.append(args[3]) or real(*args))
+    logs.emit_many([("info", "job_started", logs.JobFields(1, "a.b", "default", 1, 2)),
+                    ("info", "job_succeeded", logs.JobFields(1, "a.b", "default", 1, 2, 0.5))])
+    assert chained == []
+    logs.emit_many([("info", "job_started", logs.JobFields(2, "a.b", "postgres://x", 1, 2)),
+                    ("info", "job_succeeded", logs.JobFields(3, "a.b", "default", 1, 2, float("inf")))])
+    assert [fields["job_id"] for fields in chained] == [2]  # (an infinite duration: the dict's fast path)
+    assert pipe.read().count(b"\n") == 4

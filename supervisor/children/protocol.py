@@ -30,13 +30,58 @@ DONE = "done"
 EXIT_BOOT_ERROR = 3
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # json.dumps builds one per call
+_DONE_OK_KEYS = frozenset({"op", "id", "duration_ms", "outcome", "rss"})
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+    if message.get("outcome") == "ok" and message.get("op") == DONE and message.keys() <= _DONE_OK_KEYS:
+        # A success the supervisor records: one per job, the child's hot path.
+        line = _done_ok(message.get("id"), message.get("duration_ms"), message.get("rss"))
+        if line is not None:
+            return line
+    return _ENCODER.encode(message).encode("utf-8") + b"\n"
+
+
+def _done_ok(job_id: Any, duration_ms: Any, rss: Any) -> bytes | None:
+    """What the encoder writes for such a ``done`` message (keys in this order), formatted
+    directly; None for values it would write otherwise."""
+    if (type(job_id) is not int or type(duration_ms) is not float or duration_ms - duration_ms != 0.0
+            or (rss is not None and type(rss) is not int)):
+        return None
+    tail = "}\n" if rss is None else f',"rss":{rss}}}\n'
+    return f'{{"op":"done","id":{job_id},"duration_ms":{duration_ms!r},"outcome":"ok"{tail}'.encode("ascii")
+
+
+_RUN_KEYS = ("id", "job_type", "queue", "priority", "run_at", "attempts", "max_attempts", "lock")
+_json_strings: dict[str, str] = {}  # job types, queues and locks repeat: each is encoded once
+
+
+def _json_string(text: str) -> str:
+    encoded = _json_strings.get(text)
+    if encoded is None:
+        if len(_json_strings) >= 4096:
+            _json_strings.clear()
+        encoded = _json_strings[text] = json.dumps(text)
+    return encoded
 
 
 def encode_run(job: dict[str, Any], payload_json: str) -> bytes:
     """A ``run`` message that embeds the payload's JSON text as it came from Postgres,
-    so the supervisor never parses or re-serialises payloads."""
+    so the supervisor never parses or re-serialises payloads. The supervisor writes one per
+    job: the usual job (these keys, in this order, of these types) is formatted directly,
+    byte for byte what json.dumps would write, in a fraction of its time."""
+    if tuple(job) == _RUN_KEYS:
+        job_id, job_type, queue, priority, run_at, attempts, max_attempts, lock = job.values()
+        if (type(job_id) is int and type(priority) is int and type(attempts) is int
+                and type(job_type) is str and type(queue) is str and type(lock) is str
+                and (max_attempts is None or type(max_attempts) is int)
+                and (run_at is None or (type(run_at) is float and run_at - run_at == 0.0))):
+            return (f'{{"op":"run","job":{{"id":{job_id},"job_type":{_json_string(job_type)},'
+                    f'"queue":{_json_string(queue)},"priority":{priority},'
+                    f'"run_at":{"null" if run_at is None else repr(run_at)},"attempts":{attempts},'
+                    f'"max_attempts":{"null" if max_attempts is None else max_attempts},'
+                    f'"lock":{_json_string(lock)},"payload":{payload_json}}}}}\n').encode("utf-8")
     head = json.dumps({"op": RUN, "job": job}, separators=(",", ":"), default=str)
     # head ends with "}}": splice the payload in as job["payload"].
     return (head[:-2] + ',"payload":' + payload_json + "}}\n").encode("utf-8")
@@ -54,14 +99,15 @@ class LineBuffer:
         self.limit = limit
 
     def feed(self, data: bytes) -> list[bytes]:
-        self.buf += data
-        lines = []
-        while True:
-            idx = self.buf.find(b"\n")
-            if idx < 0:
-                break
-            lines.append(bytes(self.buf[:idx]))
-            del self.buf[: idx + 1]
+        lines: list[bytes] = []
+        if b"\n" in data:
+            if self.buf:
+                data = bytes(self.buf) + data
+                self.buf.clear()
+            lines = data.split(b"\n")
+            self.buf += lines.pop()  # what follows the last newline: the start of the next line
+        else:
+            self.buf += data
         if self.limit is not None and len(self.buf) > self.limit:
             lines.append(bytes(self.buf))
             self.buf.clear()

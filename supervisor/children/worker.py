@@ -154,12 +154,16 @@ class Worker:
             return False
         if not data:
             return False
+        messages = []
         for line in self.inbuf.feed(data):
             try:
-                message = protocol.decode(line)
+                messages.append(protocol.decode(line))
             except (RecursionError, ValueError) as error:
-                message = self.undecodable_run(line, error)
-            with self.ready:
+                messages.append(self.undecodable_run(line, error))
+        if not messages:
+            return True
+        with self.ready:  # once for all of them: the supervisor sends queued jobs many at a time
+            for message in messages:
                 op = message.get("op")
                 if op in (protocol.RELEASE, protocol.STOP):
                     self.release_queued()
@@ -169,7 +173,7 @@ class Worker:
                     self.send({"op": protocol.RELEASED, "ids": [message["job"]["id"]]})
                 else:
                     self.inbox.append(message)
-                self.ready.notify()
+            self.ready.notify()
         return True
 
     def release_queued(self) -> None:

@@ -1,0 +1,71 @@
+"""The supervisor <-> child line protocol's pure parts: run messages and line splitting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from supervisor.children import protocol
+
+
+def generic_run(job: dict, payload_json: str) -> bytes:
+    """encode_run's general path: json.dumps of the message with the payload spliced in."""
+    head = json.dumps({"op": "run", "job": job}, separators=(",", ":"), default=str)
+    return (head[:-2] + ',"payload":' + payload_json + "}}\n").encode("utf-8")
+
+
+def spec(**changes) -> dict:
+    job = {"id": 17, "job_type": "email.send", "queue": "default", "priority": 0, "run_at": 1764650000.123456,
+           "attempts": 1, "max_attempts": None, "lock": "runner-1/4242"}
+    job.update(changes)
+    return job
+
+
+@pytest.mark.parametrize("job", [
+    spec(),
+    spec(max_attempts=5, priority=-3, attempts=0),
+    spec(run_at=None),
+    spec(run_at=0.1),
+    spec(run_at=1e-07),
+    spec(run_at=float("inf")),  # 'infinity'::timestamptz: the general path writes Infinity
+    spec(run_at=17),  # not a float: the general path
+    spec(job_type='ünïcode "quoted"\n\u2028', queue="q\\x\x00", lock="r/1"),
+    spec(id=10**30),
+    {"id": 1, "job_type": "t"},  # other keys: the general path
+    spec(extra=True),
+])
+def test_run_messages_are_what_json_dumps_writes(job):
+    for payload in ('{}', '{"to": "ü@example.org", "n": [1, 2.5, null]}', '[]', '"text"'):
+        assert protocol.encode_run(job, payload) == generic_run(job, payload)
+        decoded = json.loads(protocol.encode_run(job, payload))
+        assert decoded["op"] == "run" and decoded["job"]["payload"] == json.loads(payload)
+
+
+def test_lines_are_split_however_the_bytes_arrive():
+    lines = [b'{"op":"done","id":1}', b"", b"x" * 70_000, "ü €".encode(), b'{"op":"done","id":2}']
+    stream = b"".join(line + b"\n" for line in lines) + b"partial"
+    for size in (1, 2, 3, 7, 100, 65536, len(stream)):
+        buffer = protocol.LineBuffer()
+        got = []
+        for start in range(0, len(stream), size):
+            got += buffer.feed(stream[start:start + size])
+        assert got == lines, size
+        assert buffer.rest() == b"partial"
+
+
+def test_a_line_beyond_the_limit_is_cut_into_pieces():
+    buffer = protocol.LineBuffer(limit=10)
+    assert buffer.feed(b"0123456789abc") == [b"0123456789abc"]
+    assert buffer.feed(b"short\nrest") == [b"short"]
+    assert buffer.rest() == b"rest"
+
+
+@pytest.mark.parametrize(("job_id", "duration", "rss"), [
+    (1, 0.012, None), (2**40, 1234.5, 10_000_000), (3, 0.0, 0), (4, float("nan"), None), (5, 7, None),
+])
+def test_done_messages_are_what_encode_writes(job_id, duration, rss):
+    message = {"op": "done", "id": job_id, "duration_ms": duration, "outcome": "ok"}
+    if rss is not None:
+        message["rss"] = rss
+    assert protocol.encode(message) == (json.dumps(message, separators=(",", ":")) + "\n").encode()
