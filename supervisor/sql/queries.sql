@@ -80,7 +80,7 @@ WITH durable AS MATERIALIZED (
     WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
     RETURNING j.id
 ), head AS (
-    SELECT id, priority, run_at
+    SELECT ctid, id, priority, run_at
     FROM {table}
     WHERE status IN ('queued', 'retry')
       AND run_at <= now()
@@ -90,7 +90,7 @@ WITH durable AS MATERIALIZED (
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), candidates AS (
-    SELECT id, priority, run_at
+    SELECT ctid, id, priority, run_at
     FROM {table}
     WHERE status IN ('queued', 'retry')
       AND run_at <= now()
@@ -102,7 +102,7 @@ WITH durable AS MATERIALIZED (
 ), slots AS (
     -- A row both scans found (the head is a quick job) is one row: this transaction's own
     -- lock does not make the second scan skip it.
-    SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS slot
+    SELECT ctid, id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS slot
     FROM (SELECT * FROM head UNION SELECT * FROM candidates) AS c
     ORDER BY priority DESC, run_at, id
     LIMIT %(n)s
@@ -114,7 +114,10 @@ WITH durable AS MATERIALIZED (
         locked_at = now(),
         updated_at = now()
     FROM slots
-    WHERE j.id = slots.id
+    -- Straight to the rows the scans locked (a TID scan): joined on id alone, the planner
+    -- hashes the whole table for a few hundred rows. Locked, their ctid cannot move; a row
+    -- that a concurrent commit changed after our snapshot is not found and stays queued.
+    WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM slots)) AND j.id = slots.id
     RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.priority,
               extract(epoch FROM j.run_at)::float8 AS run_at, j.attempts, j.max_attempts, j.locked_by,
               slots.slot
