@@ -760,6 +760,7 @@ def emit_many(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
     chain_only = fast.format == "console" or _contextvars_bound()
     sender = fast.syslog if fast.format == "syslog" else None
     lines: list[str] = []
+    timestamp = ""  # one for the batch: its records are logged together, in one write
     try:
         for level, event, fields in records:
             try:
@@ -770,7 +771,7 @@ def emit_many(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
                 continue
             if type(fields) is JobFields:
                 if not chain_only and level != "exception":
-                    timestamp = _timestamp()
+                    timestamp = timestamp or _timestamp()
                     line = _job_line(timestamp, name, event, fields)
                     if line is not None:
                         if sender is None:
@@ -783,7 +784,7 @@ def emit_many(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
                 fields = dict(fields)
                 fields.setdefault("exc_info", True)
             if not chain_only:
-                timestamp = _timestamp()
+                timestamp = timestamp or _timestamp()
                 line = _fast_line(timestamp, name, event, fields)
                 if line is not None:
                     if sender is None:
@@ -792,6 +793,7 @@ def emit_many(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
                         sender.send(line, name, event, timestamp, _pid)
                     continue
             rendered = _run_chain(fast, name, event, fields)
+            timestamp = ""  # the chain stamped it later: the lines after it take a new stamp
             if rendered is None:
                 continue
             if sender is None:

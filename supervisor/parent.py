@@ -33,7 +33,7 @@ from .children.pool import BOOTING, BUSY, IDLE, Child, Pool, Running, describe_e
 from .config import Config, load_config
 from .courier import Answer, Courier
 from .children.web import WebProcess
-from .db import close_quietly, connect, describe_error, is_permanent
+from .db import close_quietly, connect, describe_error, int_array, is_permanent, text_array
 from .errors import ConfigError, UserError
 from .gates import ClaimPlan, Gatekeeper
 from .logs import JobFields
@@ -979,7 +979,7 @@ class Supervisor:
         if db is None:
             return False
         batch = self.completions
-        params = {"ids": [job.id for job, _, _ in batch], "locks": [job.lock for job, _, _ in batch]}
+        params = {"ids": int_array(job.id for job, _, _ in batch), "locks": text_array(job.lock for job, _, _ in batch)}
         query = self.q.jobs_set_succeeded_many_again if self.completions_uncertain else self.q.jobs_set_succeeded_many
         try:
             recorded = {row[0] for row in db.execute(query, params).fetchall()}
@@ -1040,7 +1040,8 @@ class Supervisor:
                 pass  # they ride along with the claim of the next quick jobs
             else:
                 batch, self.completions = self.completions, []
-                params = {"ids": [job.id for job, _, _ in batch], "locks": [job.lock for job, _, _ in batch]}
+                params = {"ids": int_array(job.id for job, _, _ in batch),
+                          "locks": text_array(job.lock for job, _, _ in batch)}
                 courier.send(self.q.jobs_set_succeeded_many, params, Flight(None, batch, set()))
         if self.pending:
             self.flush_pending()
@@ -1437,9 +1438,13 @@ class Supervisor:
         if not self.completions_uncertain:
             # The successes waiting to be recorded ride along: one round trip, one commit.
             batch, self.completions = self.completions, []
-        params = {"n": len(slots), "types": self.prefetch_types, "head_types": self.prefetch_head_types,
-                  "queues": self.prefetch_queues, "locks": [c.lock for c in slots],
-                  "done_ids": [job.id for job, _, _ in batch], "done_locks": [job.lock for job, _, _ in batch]}
+        # The head of the line goes to an idle child, if there is one (claim_and_hand_out), not
+        # to the end of a busy child's queue.
+        head_types = [] if self.claimable_idle() else self.prefetch_head_types
+        params = {"n": len(slots), "types": self.prefetch_types, "head_types": head_types,
+                  "queues": self.prefetch_queues, "locks": text_array(c.lock for c in slots),
+                  "done_ids": int_array(job.id for job, _, _ in batch),
+                  "done_locks": text_array(job.lock for job, _, _ in batch)}
         courier.send(self.q.jobs_record_and_claim, params, Flight(slots, batch, set()))
         return True
 
@@ -1618,7 +1623,8 @@ class Supervisor:
         if jobs:
             ids = [running.id for running in jobs]
             what = f"return job {ids[0]}" if len(ids) == 1 else f"return {len(ids)} jobs ({ids[0]}…{ids[-1]})"
-            self.record(self.q.jobs_return_many, {"ids": ids, "locks": [running.lock for running in jobs]}, what)
+            self.record(self.q.jobs_return_many,
+                        {"ids": int_array(ids), "locks": text_array(running.lock for running in jobs)}, what)
             self.claim_wanted = True
 
     # ======================================================================================

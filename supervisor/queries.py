@@ -36,6 +36,7 @@ def identifiers(table: str) -> dict[str, str]:
         "running_index": quote_ident(f"{table}_running_idx"),
         "finished_index": quote_ident(f"{table}_finished_idx"),
         "status_id_index": quote_ident(f"{table}_status_id_idx"),
+        "status_partial_index": quote_ident(f"{table}_status_partial_idx"),
         "type_id_index": quote_ident(f"{table}_type_id_idx"),
         "notify_fn": quote_ident(f"{table}_notify"),
         "notify_trigger": quote_ident(f"{table}_notify_insert"),

@@ -313,3 +313,19 @@ def test_migrate_refuses_an_unrelated_table_with_the_same_name(empty_dsn, tmp_pa
         # Another table name works next to it.
         migrate(conn, "background_jobs")
         assert_spec_schema(conn, "background_jobs")
+
+
+def test_running_jobs_are_found_through_the_partial_status_index(db):
+    """0005 replaced the (locked_by) index over running jobs: the rescuer's and the fence's
+    look at running jobs still never reads the table's history."""
+    db.execute("""INSERT INTO jobs (job_type, status, attempts, finished_at, locked_by)
+                  SELECT 'noop', 'succeeded', 1, now(), 'h:1:a/' || (i % 7) FROM generate_series(1, 50000) AS i""")
+    db.execute("""INSERT INTO jobs (job_type, status, attempts, locked_by, locked_at)
+                  SELECT 'noop', 'running', 1, 'h:2:b/' || i, now() FROM generate_series(1, 5) AS i""")
+    db.execute("ANALYZE jobs")
+    q = queries_for("jobs")
+    for query, params in ((q.jobs_held_by_runner, {"runner": "h:2:b"}),
+                          (q.jobs_set_succeeded_many, {"ids": "{50001,50002}", "locks": '{"h:2:b/1","h:2:b/2"}'})):
+        plan = "\n".join(row[0] for row in db.execute("EXPLAIN " + query, params).fetchall())
+        assert "Seq Scan on jobs" not in plan, plan
+    assert len(db.execute(q.jobs_held_by_runner, {"runner": "h:2:b"}).fetchall()) == 5

@@ -69,3 +69,26 @@ def test_done_messages_are_what_encode_writes(job_id, duration, rss):
     if rss is not None:
         message["rss"] = rss
     assert protocol.encode(message) == (json.dumps(message, separators=(",", ":")) + "\n").encode()
+
+
+@pytest.mark.parametrize("line", [
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok"}',
+    b'{"op":"done","id":17,"duration_ms":1e-05,"outcome":"ok"}',
+    b'{"op":"done","id":17,"duration_ms":12,"outcome":"ok"}',
+    b'{"op":"done","id":17,"duration_ms":0.5,"outcome":"ok","rss":100}',
+    b'{"op":"done","id":17,"duration_ms":NaN,"outcome":"ok"}',
+    b'{"op":"done","id":17,"duration_ms":-1.0,"outcome":"ok"}',
+    b'{"op":"done","id":17,"duration_ms":null,"outcome":"ok"}',
+    b'{"op":"done","id":"17","duration_ms":0.5,"outcome":"ok"}',
+    b'{"op":"done","id":17,"outcome":"failed","duration_ms":0.5,"error":"x"}',
+    b'{"op":"ready","pid":1,"types":{}}',
+])
+def test_decoding_reads_what_json_reads(line):
+    assert protocol.decode(line) == json.loads(line)
+
+
+def test_a_done_line_that_is_not_json_is_an_error_as_before():
+    for line in (b'{"op":"done","id":17,"duration_ms":1_0,"outcome":"ok"}',
+                 b'{"op":"done","id":17,"duration_ms":0.5x,"outcome":"ok"}'):
+        with pytest.raises(ValueError):
+            protocol.decode(line)

@@ -620,7 +620,8 @@ def test_pagination_stays_on_indexes_on_a_million_jobs(client, dsn, db):
         ("first page", q.jobs_page_newest, {"before_id": None}, "jobs_pkey"),
         ("deep page", q.jobs_page_newest, {"before_id": 120}, "jobs_pkey"),
         ("oldest first, deep", q.jobs_page_oldest, {"after_id": 999000}, "jobs_pkey"),
-        ("status, deep", q.jobs_page_newest, {"status": "failed", "before_id": 5000}, "jobs_status_id_idx"),
+        ("status, deep", q.jobs_page_newest, {"status": "failed", "before_id": 5000}, "jobs_status_partial_idx"),
+        ("succeeded, deep", q.jobs_page_newest, {"status": "succeeded", "before_id": 5000}, "jobs_pkey"),
         ("common type, deep", q.jobs_page_newest, {"job_type": "type_7", "before_id": 200}, None),
         ("rare type", q.jobs_page_newest, {"job_type": "rare_type", "before_id": None}, "jobs_type_id_idx"),
         ("rare type, deep", q.jobs_page_newest, {"job_type": "rare_type", "before_id": 100000}, "jobs_type_id_idx"),
@@ -629,7 +630,7 @@ def test_pagination_stays_on_indexes_on_a_million_jobs(client, dsn, db):
         ("queue", q.jobs_page_newest, {"queue": "emails", "before_id": 500000}, "jobs_pkey"),
         ("runner", q.jobs_page_newest, {"runner": "host-1", "before_id": 500000}, "jobs_pkey"),
         ("search", q.jobs_page_newest, {"pattern": "%user42%", "before_id": 500000}, "jobs_pkey"),
-        ("bulk ids", q.jobs_ids_matching, {"status": "failed", "before_id": 1000000}, "jobs_status_id_idx"),
+        ("bulk ids", q.jobs_ids_matching, {"status": "failed", "before_id": 1000000}, "jobs_status_partial_idx"),
     ]
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name, query, params, index in cases:
@@ -770,8 +771,9 @@ def test_web_command_rejects_a_bad_address(make_config):
 
 def test_dashboard_indexes_come_from_a_migration(db):
     indexes = dict(db.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").fetchall())
-    assert indexes["jobs_status_id_idx"].endswith("USING btree (status, id)")
+    assert indexes["jobs_status_partial_idx"].endswith("USING btree (status, id) WHERE (status <> 'succeeded'::text)")
     assert indexes["jobs_type_id_idx"].endswith("USING btree (job_type, id)")
+    assert "jobs_status_id_idx" not in indexes and "jobs_running_idx" not in indexes  # replaced by 0005
 
 
 def test_supervisor_serves_the_dashboard_as_a_managed_child(make_config, start_supervisor, db):
