@@ -41,6 +41,8 @@ def noop(job):
 def effect(job):
     """Records one row through job.conn (exactly-once with success)."""
     record(job, "ran", via_job_conn=True)
+    if job.payload.get("sleep"):
+        time.sleep(job.payload["sleep"])
     if job.payload.get("fail"):
         raise RuntimeError("asked to fail after writing")
 

@@ -153,7 +153,9 @@ def test_handler_raising_system_exit_is_a_failure_not_a_dead_child(db, make_conf
 
 # --- throughput and exactly-once -------------------------------------------------------------
 def test_thousand_jobs_each_run_exactly_once_with_a_growing_pool(db, make_config, start_supervisor):
-    ids = enqueue_many(db, [{"job_type": "effect", "payload": {"n": n}} for n in range(1000)])
+    # 5 ms each: a backlog two children need seconds for, so the pool grows while most of it
+    # is still in the table (quicker jobs are all claimed ahead before a new child is up).
+    ids = enqueue_many(db, [{"job_type": "effect", "payload": {"n": n, "sleep": 0.005}} for n in range(1000)])
     assert len(set(ids)) == 1000
     sup = start_supervisor(make_config({"children": {"min": 2, "max": 4}}))
     wait_for(lambda: statuses(db) == {"succeeded": 1000}, timeout=45,
