@@ -1346,7 +1346,10 @@ class Supervisor:
             return
         self.hand_out(rows, slots)
         # A full batch: a backlog waits. If its jobs are quick, claim ahead from now on.
-        self.prefetch_types = self.prefetchable(plan) if len(rows) == len(slots) else []
+        if len(rows) == len(slots):
+            self.prefetch_types = self.prefetchable(plan)
+        else:
+            self.end_claims_ahead()
         self.prefetch_queues = plan.room.queues
         self.prefetch_head_types = plan.room.types
         if len(rows) == len(slots):
@@ -1418,6 +1421,12 @@ class Supervisor:
         if plan.limited or self.gatekeeper.gates:
             return []
         return [t for t in plan.room.types if self.type_avg.get(t, 1.0) < PREFETCH_MAX_AVG_SECONDS]
+
+    def end_claims_ahead(self) -> None:
+        """The backlog of quick jobs is gone: successes no longer wait for a claim to ride along."""
+        self.prefetch_types = []
+        if self.completions:
+            self.completions_due = min(self.completions_due, time.monotonic() + COMPLETION_DELAY)
 
     def prefetch_slowest(self) -> float:
         return max(self.type_avg.get(t, 1.0) for t in self.prefetch_types)
@@ -1536,7 +1545,7 @@ class Supervisor:
             if len(rows) < len(flight.slots):
                 # No more of the quick types. Others may wait (a type whose speed we do not
                 # know yet): the next claim, for idle children, looks at every type.
-                self.prefetch_types = []
+                self.end_claims_ahead()
                 self.claim_wanted = True
             else:
                 self.top_up_prefetch()
