@@ -23,10 +23,7 @@ class Retention:
         self.batch = batch
         self.time_budget = time_budget
         self.more = False  # the last pass stopped at its time budget with rows left to delete
-
-    @property
-    def enabled(self) -> bool:
-        return any(age is not None for _, age in self.rules)
+        self.enabled = any(age is not None for _, age in self.rules)  # asked on every tick
 
     def run_once(self, conn: psycopg.Connection) -> dict[str, int]:
         """One pass; returns how many rows it deleted per status group. Autocommit ``conn``.
