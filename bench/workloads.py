@@ -237,3 +237,35 @@ def pgbench(system: System, server: Server, run_dir: Path, seconds: int, clients
             if tps and tps > best["tps"]:
                 best = {"tps": tps, "clients": c}
     return best
+
+
+# ---------------------------------------------------------------------------------------------
+def _burn_many(args: tuple[int, int]) -> None:
+    import sys
+
+    from common import APPS
+
+    if str(APPS) not in sys.path:
+        sys.path.insert(0, str(APPS))
+    import benchlib
+
+    burn, count = args
+    for _ in range(count):
+        benchlib.burn(burn)
+
+
+def raw_cpu(burn: int, jobs: int) -> dict[str, float]:
+    """The CPU-bound handler's work without any job system: ``jobs`` burns in one process, then
+    split over two processes running at once. How far this machine's two cores scale on their
+    own, measured next to the drains: the ceiling for "two children vs one"."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    rates = {}
+    for procs in (1, 2):
+        with ctx.Pool(procs) as pool:
+            pool.map(_burn_many, [(1, 1)] * procs)  # started and warm before the clock
+            started = time.monotonic()
+            pool.map(_burn_many, [(burn, jobs // procs)] * procs, chunksize=1)
+            rates[procs] = jobs // procs * procs / (time.monotonic() - started)
+    return {"one": rates[1], "two": rates[2]}
