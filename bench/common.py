@@ -136,14 +136,7 @@ class Worker:
         return t.user + t.system
 
     def children_cpu(self) -> float:
-        total = 0.0
-        for child in self.children():
-            try:
-                t = child.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return sum(map(cpu_of, self.children()))
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -199,14 +192,14 @@ def wait_settled(procs: list[psutil.Process], window: float = 0.3, threshold: fl
     imports and start-up done."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = [_cpu(p) for p in procs]
+        before = [cpu_of(p) for p in procs]
         time.sleep(window)
-        after = [_cpu(p) for p in procs]
+        after = [cpu_of(p) for p in procs]
         if all(a - b < threshold for a, b in zip(after, before)):
             return
 
 
-def _cpu(p: psutil.Process) -> float:
+def cpu_of(p: psutil.Process) -> float:
     try:
         t = p.cpu_times()
         return t.user + t.system

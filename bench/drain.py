@@ -34,18 +34,11 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from common import APPS, REPO, with_dbname  # noqa: E402
+from common import APPS, REPO, cpu_of, with_dbname  # noqa: E402
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return sum(map(cpu_of, procs))
 
 
 def postgres_processes() -> list[psutil.Process]:
