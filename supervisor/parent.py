@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import secrets
+import select
 import selectors
 import signal
 import socket
@@ -83,6 +84,7 @@ COMPLETION_DELAY = 0.02
 # the next one: one statement instead of two. Measured on ~3 ms jobs, two children: 0.08 ->
 # 0.04 transactions a job, ~260 -> ~190 µs of supervisor and Postgres CPU a job.
 COMPLETION_DELAY_AHEAD = 0.1
+LOCK_LOST_GRACE = 0.2  # how long a child whose job lost its lock gets to show it finished it instead
 GATE_RETRY = 1.0  # a closed gate is asked again after this long (it samples once a second)
 GLOBAL_LIMIT_LOCK_SPACE = 0x6A6F6273  # first key of the advisory locks serialising global_concurrency claims
 
@@ -1290,9 +1292,16 @@ class Supervisor:
             if job is None or (job.id, job.lock) not in lost:
                 continue
             # A child that has just recorded its outcome itself no longer holds a 'running' row
-            # either; its "done" is on the way. Read it before judging, or every check under load
+            # either; its "done" is on the way (the child may have been descheduled between its
+            # commit and its write). Wait a moment for it before judging, or checks under load
             # would kill children that did nothing wrong.
+            deadline = time.monotonic() + LOCK_LOST_GRACE
             self.on_child_message(child)
+            poller = select.poll()  # not select(): no limit on the fd number
+            poller.register(child.sock, select.POLLIN)
+            while child.job is job and not child.eof and (left := deadline - time.monotonic()) > 0:
+                if poller.poll(left * 1000):
+                    self.on_child_message(child)
             if child.job is job:
                 self.pool.kill(child, "killed" if (job.id, job.lock) in killed else "lock_lost")
 
