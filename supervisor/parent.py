@@ -113,6 +113,7 @@ class Flight:
     killed: set[tuple[int, str]]
     # Rows asked for per child (by id of the child): asked on every tick while it is out.
     per_child: collections.Counter = field(default_factory=collections.Counter)
+    quick: frozenset[str] = frozenset()  # the types claimed ahead; another is the head of the line
 
     def __post_init__(self) -> None:
         if self.slots:
@@ -1480,14 +1481,15 @@ class Supervisor:
         if not self.completions_uncertain:
             # The successes waiting to be recorded ride along: one round trip, one commit.
             batch, self.completions = self.completions, []
-        # The head of the line goes to an idle child, if there is one (claim_and_hand_out), not
-        # to the end of a busy child's queue.
-        head_types = [] if self.claimable_idle() else self.prefetch_head_types
+        # The head of the line goes to an idle child, if there is one (claim_and_hand_out) or
+        # soon will be (one is starting), not to the end of a busy child's queue.
+        head_types = [] if self.claimable_idle() or self.pool.in_state(BOOTING) else self.prefetch_head_types
         params = {"n": len(slots), "types": self.prefetch_types, "head_types": head_types,
                   "queues": self.prefetch_queues, "locks": text_array(c.lock for c in slots),
                   "done_ids": int_array(job.id for job, _, _ in batch),
                   "done_locks": text_array(job.lock for job, _, _ in batch)}
-        courier.send(self.q.jobs_record_and_claim, params, Flight(slots, batch, set()))
+        courier.send(self.q.jobs_record_and_claim, params,
+                     Flight(slots, batch, set(), quick=frozenset(self.prefetch_types)))
         return True
 
     def free_courier(self) -> Courier | None:
@@ -1550,7 +1552,7 @@ class Supervisor:
             rows = [row for row in rows if row[2] is not None]
         if flight.slots is not None:
             self.claim_seconds = 0.8 * self.claim_seconds + 0.2 * answer.seconds
-            self.hand_out(rows, flight.slots, flight.killed)
+            self.hand_out(rows, flight.slots, flight.killed, flight.quick)
             if len(rows) < len(flight.slots):
                 # No more of the quick types. Others may wait (a type whose speed we do not
                 # know yet): the next claim, for idle children, looks at every type.
@@ -1573,12 +1575,17 @@ class Supervisor:
             room = min(room, self.config.children.max_jobs - child.jobs_done - 1 - len(child.prefetched))
         return max(room, 0)
 
-    def hand_out(self, rows: list[tuple], slots: list[Child], killed: set[tuple[int, str]] | None = None) -> None:
+    def hand_out(self, rows: list[tuple], slots: list[Child], killed: set[tuple[int, str]] | None = None,
+                 quick: frozenset[str] | None = None) -> None:
         """Start claimed jobs on their children or queue them there. Rows the courier brings
         may find their child gone, stopping or giving its queue back, or the job killed by an
-        operator meanwhile: those do not start."""
+        operator meanwhile: those do not start. Nor does the head of the line (a row of a type
+        not in ``quick``) behind a busy child when a child went idle while the claim was out:
+        it goes back to the queue, for the idle child."""
         by_lock = {c.lock: c for c in slots}
         unwanted = []
+        head_goes_back = quick is not None and bool(self.pool.idle())
+        for_idle = []
         for job_id, queue, job_type, payload, priority, run_at, attempts, max_attempts, lock in rows:
             child = by_lock[lock]
             if killed and (job_id, lock) in killed:
@@ -1590,6 +1597,9 @@ class Supervisor:
             if (self.draining or child.ending is not None or child.releasing is not None
                     or child.exit_status is not None or child.eof or self.pool.children.get(child.pid) is not child):
                 unwanted.append(running)
+                continue
+            if head_goes_back and job_type not in quick and child.job is not None:
+                for_idle.append(running)
                 continue
             spec = {"id": job_id, "job_type": job_type, "queue": queue, "priority": priority,
                     "run_at": run_at, "attempts": attempts, "max_attempts": max_attempts,
@@ -1603,6 +1613,8 @@ class Supervisor:
         self.flush_logs()
         if unwanted:
             self.return_jobs(unwanted, "its child is stopping" if not self.draining else "shutdown")
+        if for_idle:
+            self.return_jobs(for_idle, "a child went idle while it was claimed behind a busy one")
 
     def push_queued(self, child: Child) -> None:
         """Send a busy child the jobs queued for it, in one write: it runs them back to back,
