@@ -1411,6 +1411,11 @@ class Supervisor:
             "scan": max(len(children) * 4, 32), "type_room": r.type_room, "queue_room": r.queue_room,
             "global_types": list(plan.global_limits), "global_limits": list(plan.global_limits.values()),
         })
+        if any(job.job_type in plan.global_limits for job, _, _ in self.completions):
+            # Our own finished jobs of a fleet-wide limited type still count as running until
+            # recorded: record them first, or this claim finds no room and the next of that
+            # type waits for a fleet check (a second) instead of starting now.
+            self.flush_completions()
         db = self.db()
         if db is None:
             return None

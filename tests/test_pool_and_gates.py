@@ -174,6 +174,25 @@ def test_global_concurrency_holds_across_two_supervisors(db, make_config, start_
     assert {r.pid for r in limited + others} <= children
 
 
+def test_a_fleet_wide_limited_type_starts_its_next_job_when_the_last_one_ends(db, make_config, start_supervisor):
+    """The supervisor's own finished jobs count as running until it records them: it records
+    them before the limited claim, so the next job of the type starts at once rather than at
+    the next fleet check (a second later, each time)."""
+    config = make_config({"children": {"min": 2, "max": 2}, "poll_interval": "60s",
+                          "jobs": {"peak": {"global_concurrency": 1}}})
+    sup = start_supervisor(config)
+    wait_children(sup, 2)
+    enqueue_many(db, holds("peak", 12, 0.05))
+    wait_all_succeeded(db, 12)
+
+    limited = runs(db, job_type="peak")
+    assert peak(limited) == 1
+    gaps = sorted((b.start - a.end).total_seconds() for a, b in zip(limited, limited[1:]))
+    # Ends are recorded by the handler before it returns, so a gap includes the report and the
+    # claim (milliseconds here); a fleet check between each would make every gap ~1 s.
+    assert gaps[len(gaps) // 2] < 0.5, gaps
+
+
 def test_global_concurrency_binds_when_each_supervisor_alone_stays_below_it(db, make_config, start_supervisor):
     """Each supervisor may run 2 (max_concurrency), the fleet 3: the limit is only reached with
     both running the type at once, and neither may take the third slot of the other."""
