@@ -32,7 +32,7 @@ from faults.scenario import config_for, strict_json
 from supervisor import admin, enqueue_many
 
 LONG = os.environ.get("JOBSUPERVISOR_SOAK", "").lower() == "long"
-DEFAULT_JOBS = 20_000
+DEFAULT_JOBS = 10_000
 JOBS = int(os.environ.get("JOBSUPERVISOR_SOAK_JOBS") or (120_000 if LONG else DEFAULT_JOBS))
 SEED = int(os.environ.get("JOBSUPERVISOR_SOAK_SEED") or 20261123)
 RATES = {"f": 0.02, "k": 0.0005, "x": 0.0005, "t": 0.0003, "w": 0.03}  # raise, SIGKILL self, exit, time out, work
