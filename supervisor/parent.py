@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import math
 import os
 import secrets
 import select
@@ -85,6 +86,14 @@ COMPLETION_DELAY = 0.02
 # 0.04 transactions a job, ~260 -> ~190 µs of supervisor and Postgres CPU a job.
 COMPLETION_DELAY_AHEAD = 0.1
 LOCK_LOST_GRACE = 0.2  # how long a child whose job lost its lock gets to show it finished it instead
+# While every child has jobs queued in its socket behind the one it runs, its reports can wait:
+# the loop then wakes at most every REPORT_BATCH seconds for children (at once for anything
+# else: signals, NOTIFYs, answers, deadlines), and one tick handles several jobs' reports. Never
+# longer than half of the work the least-stocked child has queued, nor when that is under
+# REPORT_BATCH_MIN (quick jobs: ticks batch many reports on their own). Measured on ~2.3 ms
+# jobs, two children: see the commit message.
+REPORT_BATCH = 0.01
+REPORT_BATCH_MIN = 0.001
 GATE_RETRY = 1.0  # a closed gate is asked again after this long (it samples once a second)
 GLOBAL_LIMIT_LOCK_SPACE = 0x6A6F6273  # first key of the advisory locks serialising global_concurrency claims
 
@@ -138,7 +147,13 @@ class Supervisor:
         self.scheduler = self.make_scheduler(config)
         self.retention = Retention(self.q, config.retention.succeeded, config.retention.failed)
         self.web = WebProcess(config, dsn) if config.web.listen else None
+        # Signals, NOTIFYs, couriers' answers, the web child: read at once. Children's sockets
+        # and output pipes have their own selector, which may wait a little (report_batch).
         self.selector = selectors.DefaultSelector()
+        self.child_selector = selectors.DefaultSelector()
+        self.any_selector = selectors.DefaultSelector()
+        self.any_selector.register(self.selector.fileno(), selectors.EVENT_READ, self.selector)
+        self.any_selector.register(self.child_selector.fileno(), selectors.EVENT_READ, self.child_selector)
         self.signals: collections.deque[int] = collections.deque()
         self.conn: psycopg.Connection | None = None
         self.db_retry_at = 0.0
@@ -380,8 +395,33 @@ class Supervisor:
         self.report_status()
 
     def wait(self, timeout: float) -> None:
-        for key, _ in self.selector.select(timeout):
-            key.data()
+        batch = self.report_batch()
+        if batch > 0.0:
+            for key, _ in self.selector.select(min(timeout, batch)):
+                key.data()
+            for key, _ in self.child_selector.select(0):
+                key.data()
+            return
+        for ready, _ in self.any_selector.select(timeout):
+            for key, _ in ready.data.select(0):
+                key.data()
+
+    def report_batch(self) -> float:
+        """How long children's reports may wait (0: not at all): only while each child has
+        jobs in its socket to go on with, for at most half of the fewest seconds of them."""
+        least = math.inf
+        for child in self.pool:
+            if (child.job is None or child.sent < 2 or child.releasing is not None or child.ending is not None
+                    or child.kill_at is not None):
+                return 0.0
+            average = self.type_avg.get(child.prefetched[0][0].job_type)
+            if average is None:
+                return 0.0
+            least = min(least, child.sent * average)
+        if least == math.inf or self.draining:  # no children
+            return 0.0
+        batch = min(REPORT_BATCH, least / 2)
+        return batch if batch >= REPORT_BATCH_MIN else 0.0
 
     def wait_for_signal(self, timeout: float) -> None:
         """Sleep that a signal cuts short (used before the loop runs)."""
@@ -582,8 +622,8 @@ class Supervisor:
         except OSError as error:
             self.log.error("child_spawn_failed", error=describe_error(error))
             return None
-        self.selector.register(child.sock, selectors.EVENT_READ, lambda c=child: self.on_child_message(c))
-        self.selector.register(child.out_fd, selectors.EVENT_READ, lambda c=child: self.on_child_output(c))
+        self.child_selector.register(child.sock, selectors.EVENT_READ, lambda c=child: self.on_child_message(c))
+        self.child_selector.register(child.out_fd, selectors.EVENT_READ, lambda c=child: self.on_child_output(c))
         self.log.info("child_started", child_pid=child.pid, generation=child.generation)
         return child
 
@@ -607,7 +647,7 @@ class Supervisor:
         """A closed socket or pipe stays readable forever: stop selecting on it (or the loop
         spins until the child is reaped) and reap soon."""
         try:
-            self.selector.unregister(fileobj)
+            self.child_selector.unregister(fileobj)
         except (KeyError, ValueError):
             pass
         self.reap_wanted = True
@@ -781,7 +821,7 @@ class Supervisor:
     def unregister_child(self, child: Child) -> None:
         for fileobj in (child.sock, child.out_fd):
             try:
-                self.selector.unregister(fileobj)
+                self.child_selector.unregister(fileobj)
             except (KeyError, ValueError):
                 pass
 
