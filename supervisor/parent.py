@@ -1521,7 +1521,7 @@ class Supervisor:
         wanted = sum(room for _, room in rooms)
         if wanted == 0 or (not force and wanted < self.top_up_threshold(depth, eligible)):
             return False
-        slots = [child for child, room in rooms for _ in range(room)]
+        slots = fill_order(rooms, depth)
         batch: list[tuple[Running, int, Any]] = []
         if not self.completions_uncertain:
             # The successes waiting to be recorded ride along: one round trip, one commit.
@@ -1743,6 +1743,18 @@ class Supervisor:
         if line != self.last_status:
             self.last_status = line
             self.notifier.status(line)
+
+
+def fill_order(rooms: list[tuple[Child, int]], depth: int) -> list[Child]:
+    """The slots of a claim ahead, in the order rows fill them: always the child with the
+    shortest queue next. When fewer rows come back than asked (the backlog ran out), the
+    children's queues end even, not the first child's full and the last one's empty (that
+    child would idle while the other works through its queue alone: ~80 ms at the end of a
+    burst of 5 ms jobs)."""
+    out: list[Child] = []
+    for level in range(min(depth - room for _, room in rooms), depth):
+        out.extend(child for child, room in rooms if depth - room <= level)
+    return out
 
 
 def fit_into_room(due: list[tuple], room: Any, global_limits: dict[str, int], headroom: int | None) -> int:

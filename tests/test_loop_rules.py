@@ -1,6 +1,10 @@
-"""When children's reports may wait (parent.Supervisor.report_batch): only while every child has
-jobs queued in its socket to go on with, for at most half of the least-stocked child's queued
-work and at most REPORT_BATCH; never while draining, for unknown types or for quick jobs."""
+"""Rules of the supervisor's loop, on a Supervisor that is never started.
+
+When children's reports may wait (report_batch): only while every child has jobs queued in its
+socket to go on with, for at most half of the least-stocked child's queued work and at most
+REPORT_BATCH; never while draining, for unknown types or for quick jobs. Which child each row of
+a claim ahead is for (fill_order): the shortest queue first, so a short answer (the end of a
+backlog) leaves the queues even."""
 
 from types import SimpleNamespace
 
@@ -8,7 +12,7 @@ import pytest
 
 from supervisor.children.pool import BUSY, Child
 from supervisor.config import config_from_dict
-from supervisor.parent import REPORT_BATCH, Supervisor
+from supervisor.parent import REPORT_BATCH, Supervisor, fill_order
 
 
 @pytest.fixture
@@ -61,3 +65,17 @@ def test_unknown_type_releasing_ending_or_draining_means_no_waiting(sup):
         setattr(child, attribute, None)
     sup.draining = True
     assert sup.report_batch() == 0.0
+
+
+def test_claim_ahead_rows_fill_the_shortest_queue_first():
+    a, b, c = "a", "b", "c"  # fill_order only orders what it is given
+    # depth 8: a has 6 places left (2 queued), b 2 (6 queued), c none.
+    order = fill_order([(a, 6), (b, 2)], 8)
+    assert len(order) == 8 and order.count(a) == 6 and order.count(b) == 2
+    assert order[:4] == [a, a, a, a]  # a catches up with b first
+    assert sorted(order[4:]) == [a, a, b, b]
+    # Any prefix (a short answer) leaves the queues as even as it can.
+    for n in range(9):
+        queued = {a: 2 + order[:n].count(a), b: 6 + order[:n].count(b)}
+        assert abs(queued[a] - queued[b]) <= max(0, 4 - n) or abs(queued[a] - queued[b]) <= 1
+    assert fill_order([(a, 3), (b, 3), (c, 3)], 3) == [a, b, c] * 3
