@@ -229,9 +229,9 @@ class Supervisor:
         self.last_status = ""
 
     @staticmethod
-    def make_gatekeeper(config: Config) -> Gatekeeper:
+    def make_gatekeeper(config: Config, fresh: bool = False) -> Gatekeeper:
         try:
-            return Gatekeeper(config)
+            return Gatekeeper(config, fresh=fresh)
         except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's gate module failed to import
             raise UserError(f"gate.python: cannot load {config.gate.python!r}: "
                             f"{type(error).__name__}: {error}", exit_code=2) from None
@@ -578,7 +578,7 @@ class Supervisor:
             self.log.error("config_reload_failed", error="database.dsn and database.table cannot change on reload; restart instead")
             return
         try:
-            gatekeeper = self.make_gatekeeper(new)
+            gatekeeper = self.make_gatekeeper(new, fresh=True)
         except UserError as error:
             self.log.error("config_reload_failed", error=str(error), hint="still running on the previous configuration")
             return

@@ -384,6 +384,33 @@ def test_child_recycled_when_its_rss_after_a_job_exceeds_max_memory(db, make_con
 
 
 # --- signals --------------------------------------------------------------------------------------
+def test_sighup_reads_a_changed_gate_module_again_and_a_broken_one_changes_nothing(
+        db, make_config, start_supervisor, tmp_path):
+    """gate.python's module lives next to the config (its directory is on the path). Edited
+    and SIGHUPed, the new code decides; an edit that does not load is refused as a whole."""
+    gate = tmp_path / "hupgate.py"
+    gate.write_text("def gate(state):\n    return False\n")
+    config = make_config({"gate": {"python": "hupgate:gate"}})
+    sup = start_supervisor(config)
+    ids = [enqueue(db, "noop") for _ in range(2)]
+    assert sup.wait_event("gate_closed")["reason"] == "gate hupgate:gate denied"
+
+    gate.write_text("def gate(state)\n    return True\n")  # no colon
+    sup.signal(signal.SIGHUP)
+    failed = sup.wait_event("config_reload_failed")
+    assert "gate.python: cannot load 'hupgate:gate': SyntaxError" in failed["error"], failed
+    sup.wait_event("gate_closed", count=1)
+    assert [job_row(db, i)["status"] for i in ids] == ["queued", "queued"]
+    assert not sup.find("config_reloaded") and not sup.find("gate_opened")
+
+    gate.write_text("def gate(state):\n    return state.busy < 1\n")
+    sup.signal(signal.SIGHUP)
+    sup.wait_event("config_reloaded")
+    assert sup.wait_event("gate_opened")["was"] == "gate hupgate:gate denied"
+    wait_all_succeeded(db, 2)
+    assert sup.proc.poll() is None
+
+
 def test_sighup_lowering_a_type_limit_applies_at_once_after_running_jobs_finish(db, make_config, start_supervisor):
     children = {"min": 3, "max": 3}
     config = make_config({"children": children, "jobs": {"peak": {"max_concurrency": 3}}}, name="hup.yaml")

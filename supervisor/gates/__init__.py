@@ -81,7 +81,7 @@ class Gatekeeper:
     (``gate_closed`` / ``gate_opened`` with the reason and measured values), not every tick.
     """
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, fresh: bool = False):
         from .load import LoadGate
         from .python import PythonGate, load_function
 
@@ -94,7 +94,9 @@ class Gatekeeper:
                                  config.gate.loadavg_per_core_max)
             self.gates.append(self.load)
         if config.gate.python:
-            func = load_function(config.gate.python, config.base_dir)  # errors surface at start
+            # Errors surface at start (or in config_reload_failed); on SIGHUP the module is
+            # read again (``fresh``), as children load the handlers' code anew.
+            func = load_function(config.gate.python, config.base_dir, fresh=fresh)
             self.python = PythonGate(config.gate.python, func)
             self.gates.append(self.python)
         self.closed: Allowance | None = None

@@ -11,6 +11,7 @@ supervisor.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import time
 import traceback
@@ -21,11 +22,19 @@ from . import Allowance, PoolState
 ERROR_EVERY = 10.0  # seconds between two gate_error lines of one gate
 
 
-def load_function(spec: str, base_dir: str | None = None) -> Callable[[PoolState], Any]:
+def load_function(spec: str, base_dir: str | None = None, fresh: bool = False) -> Callable[[PoolState], Any]:
+    """The gate function; ``fresh`` (SIGHUP) runs the module's file as it is now, into a new
+    module object: the gate in use keeps its own module intact until the new one has loaded
+    whole (a file that fails to load changes nothing). Modules it imports are not re-read."""
     module_name, _, func_name = spec.partition(":")
     if base_dir and base_dir not in sys.path:
         sys.path.insert(0, base_dir)
-    module = importlib.import_module(module_name)
+    found = importlib.util.find_spec(module_name) if fresh and module_name in sys.modules else None
+    if found is not None and found.loader is not None:
+        module = importlib.util.module_from_spec(found)
+        found.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
     func = getattr(module, func_name, None)
     if not callable(func):
         raise AttributeError(f"{module_name} has no callable {func_name!r}")
