@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -262,7 +263,10 @@ def enqueue_many(conn, jobs: Iterable[Mapping[str, Any]], *, table: str = "jobs"
     ids. A database error on the way leaves the connection as it was before the call: inside
     the caller's transaction the batch runs in a savepoint (rolled back, the transaction still
     usable); with none open, the transaction it began is rolled back (autocommit: its own
-    transaction, committed on return).
+    transaction, committed on return). The single INSERT fails as any one statement does
+    (nothing of it is written; a transaction it ran in is aborted). A role under row-level
+    security may not COPY: such a connection gets the INSERT (the first refusal costs a round
+    trip, and is remembered for the connection's life).
     """
     rows = _prepare(jobs, config)
     if not rows:
@@ -270,9 +274,20 @@ def enqueue_many(conn, jobs: Iterable[Mapping[str, Any]], *, table: str = "jobs"
     q = queries_for(table)
     with _connection(conn) as c:
         plain = sum(1 for r in rows if r[_KEY] is None)
-        if plain < COPY_MIN_ROWS or c.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+        if (plain < COPY_MIN_ROWS or c.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
+                or c in _NO_COPY):
             return _insert_many(c, q, rows)  # (COPY cannot run in pipeline mode)
-        return _copy_many(c, q, rows)
+        try:
+            return _copy_many(c, q, rows)
+        except psycopg.errors.FeatureNotSupported:
+            # Row-level security applies to this role ("COPY FROM not supported with row-level
+            # security"): _copy_many left the connection as it was; INSERT, now and from now on.
+            _NO_COPY.add(c)
+            return _insert_many(c, q, rows)
+
+
+# Connections whose role may not COPY into the table (row-level security): they INSERT.
+_NO_COPY: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
 
 
 # Below this many rows without a unique_key the single INSERT ... unnest statement is as fast or

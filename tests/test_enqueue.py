@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -621,3 +622,35 @@ def test_cli_enqueue_from_stdin_takes_the_copy_path(make_config, db):
     assert (row["job_type"], row["queue"], row["priority"], row["run_at"] - row["created_at"]) == (
         "effect", "q2", 3, timedelta(hours=1))
     assert db.execute("SELECT count(*), count(DISTINCT created_at) FROM jobs").fetchone() == (BIG - 1, 1)
+
+
+def test_a_role_under_row_level_security_enqueues_many_by_insert(dsn, db):
+    """COPY FROM is refused to a role that row-level security applies to: enqueue_many falls
+    back to its INSERT, in each of the caller's transaction modes, and the policy still holds."""
+    role = f"jstenant_{uuid.uuid4().hex[:8]}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        db.execute(f'GRANT SELECT, INSERT, UPDATE ON jobs TO "{role}"')
+        db.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+        db.execute("ALTER TABLE jobs ENABLE ROW LEVEL SECURITY")
+        db.execute(f"""CREATE POLICY tenant ON jobs TO "{role}" USING (true) WITH CHECK (queue <> 'forbidden')""")
+        tenant_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
+        with psycopg.connect(tenant_dsn, autocommit=True) as conn:
+            first = enqueue_many(conn, plain_jobs(BIG))
+            again = enqueue_many(conn, plain_jobs(BIG))  # remembered: straight to INSERT
+        assert first == sorted(first) and again == sorted(again) and first[-1] < again[0]
+        with psycopg.connect(tenant_dsn) as conn:
+            mine = enqueue(conn, "noop", {"mine": True})
+            inside = enqueue_many(conn, plain_jobs(BIG))
+            assert conn.info.transaction_status == TransactionStatus.INTRANS
+            conn.commit()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                enqueue_many(conn, [{"job_type": "noop", "queue": "forbidden"} for _ in range(BIG)])
+            conn.rollback()
+        assert count(db) == 2 * BIG + 1 + len(inside)
+        assert db.execute("SELECT count(*) FROM jobs WHERE queue = 'forbidden'").fetchone()[0] == 0
+        assert job_row(db, mine)["payload"] == {"mine": True}
+    finally:
+        db.execute("ALTER TABLE jobs DISABLE ROW LEVEL SECURITY")
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
