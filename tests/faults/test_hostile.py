@@ -11,6 +11,7 @@ Every config key gets every wrong type. A handler prints megabytes of garbage.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import subprocess
 import time
@@ -414,3 +415,30 @@ def test_handler_printing_megabytes_keeps_logs_json_and_the_loop_responsive(db, 
     assert any("invalid utf-8" in e.get("line", "") for e in outputs)
     assert not [e for e in sup.events() if e.get("event") == "job_succeeded" and e.get("job_id") == -1], \
         "a handler's printed JSON was taken for the supervisor's own record"
+
+
+def test_logs_on_a_full_disk_lose_no_job_and_a_drain_still_exits_0(db, make_config):
+    """The supervisor's stderr and stdout on /dev/full (every write fails with ENOSPC, as when
+    the log volume fills up): it and its children go on running jobs — successes, failures
+    with retries, children printing — and SIGINT still drains and exits 0."""
+    import signal
+
+    config = make_config({"children": {"min": 2, "max": 2}})
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.Popen([*JOBSUPERVISOR, "-c", str(config)], stdout=full, stderr=full, env=cli_env(),
+                                start_new_session=True)
+    try:
+        ids = enqueue_many(db, [{"job_type": "noop"} for _ in range(300)]
+                           + [{"job_type": "chatty", "payload": {"lines": 50, "every": 0}} for _ in range(3)]
+                           + [{"job_type": "fail", "payload": {"tag": "full"}}])
+        wait_for(lambda: statuses(db) == {"succeeded": len(ids) - 1, "failed": 1}, 60,
+                 message=f"every job ended ({statuses(db)})")
+        failed = job_row(db, ids[-1])
+        assert failed["attempts"] == 3 and "ValueError: boom full" in failed["last_error"]
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
