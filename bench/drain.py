@@ -105,7 +105,9 @@ def main() -> int:
             spy = None
             if args.spy:
                 target = sup.pid if args.spy == "supervisor" else children[0].pid
-                spy = subprocess.Popen(["py-spy", "record", "-p", str(target), "-o", str(BENCH / "drain-spy.txt"),
+                # py-spy from this interpreter's environment (pip install py-spy), else PATH.
+                beside = Path(sys.executable).parent / "py-spy"
+                spy = subprocess.Popen([str(beside) if beside.exists() else "py-spy", "record", "-p", str(target), "-o", str(BENCH / "drain-spy.txt"),
                                         "-f", "raw", "-r", "1000", "--nonblocking", "--threads", "--gil"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
