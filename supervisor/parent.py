@@ -1592,6 +1592,11 @@ class Supervisor:
         rows = answer.rows
         if flight.slots is None:
             self.completions_recorded(flight.batch, {row[0] for row in rows})
+            if self.claim_held_back and any(self.types.get(job.job_type, {}).get("global_concurrency")
+                                            for job, _, _ in flight.batch):
+                # Room of a fleet-wide limited type, counted as taken while these were out.
+                self.claim_wanted = True
+                self.claim_retry_at = 0.0
         elif flight.batch:
             self.completions_recorded(flight.batch, {row[0] for row in rows if row[2] is None})
             rows = [row for row in rows if row[2] is not None]
