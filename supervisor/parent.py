@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import psycopg
 
@@ -1035,7 +1035,7 @@ class Supervisor:
         if db is None:
             return False
         batch = self.completions
-        params = {"ids": int_array(job.id for job, _, _ in batch), "locks": text_array(job.lock for job, _, _ in batch)}
+        params = fenced(job for job, _, _ in batch)
         query = self.q.jobs_set_succeeded_many_again if self.completions_uncertain else self.q.jobs_set_succeeded_many
         try:
             recorded = {row[0] for row in db.execute(query, params).fetchall()}
@@ -1096,8 +1096,7 @@ class Supervisor:
                 pass  # they ride along with the claim of the next quick jobs
             else:
                 batch, self.completions = self.completions, []
-                params = {"ids": int_array(job.id for job, _, _ in batch),
-                          "locks": text_array(job.lock for job, _, _ in batch)}
+                params = fenced(job for job, _, _ in batch)
                 courier.send(self.q.jobs_set_succeeded_many, params, Flight(None, batch, set()))
         if self.pending:
             self.flush_pending()
@@ -1529,10 +1528,10 @@ class Supervisor:
         # The head of the line goes to an idle child, if there is one (claim_and_hand_out) or
         # soon will be (one is starting), not to the end of a busy child's queue.
         head_types = [] if self.claimable_idle() or self.pool.in_state(BOOTING) else self.prefetch_head_types
+        done = fenced(job for job, _, _ in batch)
         params = {"n": len(slots), "types": self.prefetch_types, "head_types": head_types,
                   "queues": self.prefetch_queues, "locks": text_array(c.lock for c in slots),
-                  "done_ids": int_array(job.id for job, _, _ in batch),
-                  "done_locks": text_array(job.lock for job, _, _ in batch)}
+                  "done_ids": done["ids"], "done_locks": done["locks"]}
         courier.send(self.q.jobs_record_and_claim, params,
                      Flight(slots, batch, set(), quick=frozenset(self.prefetch_types)))
         return True
@@ -1728,8 +1727,7 @@ class Supervisor:
         if jobs:
             ids = [running.id for running in jobs]
             what = f"return job {ids[0]}" if len(ids) == 1 else f"return {len(ids)} jobs ({ids[0]}…{ids[-1]})"
-            self.record(self.q.jobs_return_many,
-                        {"ids": int_array(ids), "locks": text_array(running.lock for running in jobs)}, what)
+            self.record(self.q.jobs_return_many, fenced(jobs), what)
             self.claim_wanted = True
 
     # ======================================================================================
@@ -1748,6 +1746,13 @@ class Supervisor:
         if line != self.last_status:
             self.last_status = line
             self.notifier.status(line)
+
+
+def fenced(jobs: Iterable[Running]) -> dict[str, str]:
+    """The ``ids`` and ``locks`` parameters of a statement that changes these jobs' rows only
+    where each is still locked by its attempt."""
+    jobs = list(jobs)
+    return {"ids": int_array(job.id for job in jobs), "locks": text_array(job.lock for job in jobs)}
 
 
 def fill_order(rooms: list[tuple[Child, int]], depth: int) -> list[Child]:
