@@ -2,7 +2,9 @@
 
 When children's reports may wait (report_batch): only while every child has jobs queued in its
 socket to go on with, for at most half of the least-stocked child's queued work and at most
-REPORT_BATCH; never while draining, for unknown types or for quick jobs. Which child each row of
+REPORT_BATCH; never while draining, for unknown types or for quick jobs. A job a child started
+from its queue counts (its deadline, how long it ran) from the child's report of the one before,
+not from when the loop read it. Which child each row of
 a claim ahead is for (fill_order): the shortest queue first, so a short answer (the end of a
 backlog) leaves the queues even."""
 
@@ -10,9 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from supervisor.children.pool import BUSY, Child
+import time
+
+from supervisor.children.pool import BUSY, Child, Running
 from supervisor.config import config_from_dict
-from supervisor.parent import REPORT_BATCH, Supervisor, fill_order
+from supervisor.parent import REPORT_BATCH, REPORT_BATCH_MAX_LATE, Supervisor, fill_order
 
 
 @pytest.fixture
@@ -53,9 +57,9 @@ def test_half_of_the_least_stocked_childs_queued_work_at_most(sup):
 
 def test_unknown_type_releasing_ending_or_draining_means_no_waiting(sup):
     sup.type_avg["cpu"] = 0.003
-    child = add_child(sup, 1, queued=10)
+    child = add_child(sup, 1, queued=40)
     assert sup.report_batch() == REPORT_BATCH
-    add_child(sup, 2, queued=10, job_type="new")
+    add_child(sup, 2, queued=40, job_type="new")
     assert sup.report_batch() == 0.0
     sup.type_avg["new"] = 0.003
     assert sup.report_batch() == REPORT_BATCH
@@ -79,3 +83,33 @@ def test_claim_ahead_rows_fill_the_shortest_queue_first():
         queued = {a: 2 + order[:n].count(a), b: 6 + order[:n].count(b)}
         assert abs(queued[a] - queued[b]) <= max(0, 4 - n) or abs(queued[a] - queued[b]) <= 1
     assert fill_order([(a, 3), (b, 3), (c, 3)], 3) == [a, b, c] * 3
+
+
+def test_a_queued_job_counts_from_when_the_child_started_it(sup):
+    child = add_child(sup, 1, queued=0)
+    child.proc = SimpleNamespace(pid=4242)
+    sup.pool.hand_out = lambda *args, **kwargs: True  # nothing to send: it was queued there
+
+    def queue_one(job_id: int) -> Running:
+        running = Running(job_id, "cpu", "default", 1, None, "r/1", 0.0, None, 2.0)
+        child.prefetched.append((running, {}, "{}"))
+        child.sent = 1
+        return running
+
+    # Reported 40 ms ago (the reports waited): the deadline counts from then.
+    at = time.monotonic() - 0.04
+    running = queue_one(1)
+    sup.start_next(child, at)
+    assert running.started == at and running.deadline == at + 2.0
+    # A time that cannot be right (from before a pause, the future, not a float): ours.
+    for wrong in (time.monotonic() - REPORT_BATCH_MAX_LATE - 1, time.monotonic() + 5, "soon", None):
+        before = time.monotonic()
+        running = queue_one(2)
+        sup.start_next(child, wrong)
+        assert before <= running.started <= time.monotonic(), wrong
+    # Not queued there (sent now): it starts now, whatever the report said.
+    running = queue_one(3)
+    child.sent = 0
+    before = time.monotonic()
+    sup.start_next(child, at)
+    assert running.started >= before and running.deadline == running.started + 2.0

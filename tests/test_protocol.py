@@ -61,18 +61,29 @@ def test_a_line_beyond_the_limit_is_cut_into_pieces():
     assert buffer.rest() == b"rest"
 
 
-@pytest.mark.parametrize(("job_id", "duration", "rss"), [
-    (1, 0.012, None), (2**40, 1234.5, 10_000_000), (3, 0.0, 0), (4, float("nan"), None), (5, 7, None),
+@pytest.mark.parametrize(("job_id", "duration", "rss", "at"), [
+    (1, 0.012, None, None), (2**40, 1234.5, 10_000_000, 81234.123456789), (3, 0.0, 0, 0.5),
+    (4, float("nan"), None, 1.0), (5, 7, None, 2.5), (6, 0.5, None, float("inf")), (7, 0.5, None, 3),
 ])
-def test_done_messages_are_what_encode_writes(job_id, duration, rss):
+def test_done_messages_are_what_encode_writes(job_id, duration, rss, at):
     message = {"op": "done", "id": job_id, "duration_ms": duration, "outcome": "ok"}
     if rss is not None:
         message["rss"] = rss
+    if at is not None:
+        message["at"] = at
     assert protocol.encode(message) == (json.dumps(message, separators=(",", ":")) + "\n").encode()
 
 
 @pytest.mark.parametrize("line", [
     b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok"}',
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok","at":81234.123456789}',
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok","at":1e-05}',
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok","at":12}',
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok","at":1e999}',
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok","at":-1.5}',
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok","at":null}',
+    b'{"op":"done","id":17,"duration_ms":0.012,"outcome":"ok","at":1.5,"x":2}',
+    b'{"op":"done","id":17,"duration_ms":0.5,"outcome":"ok","rss":100,"at":3.25}',
     b'{"op":"done","id":17,"duration_ms":1e-05,"outcome":"ok"}',
     b'{"op":"done","id":17,"duration_ms":12,"outcome":"ok"}',
     b'{"op":"done","id":17,"duration_ms":0.5,"outcome":"ok","rss":100}',
@@ -89,6 +100,8 @@ def test_decoding_reads_what_json_reads(line):
 
 def test_a_done_line_that_is_not_json_is_an_error_as_before():
     for line in (b'{"op":"done","id":17,"duration_ms":1_0,"outcome":"ok"}',
+                 b'{"op":"done","id":17,"duration_ms":0.5,"outcome":"ok","at":1_0}',
+                 b'{"op":"done","id":17,"duration_ms":0.5,"outcome":"ok","at":1.5x}',
                  b'{"op":"done","id":17,"duration_ms":0.5x,"outcome":"ok"}'):
         with pytest.raises(ValueError):
             protocol.decode(line)

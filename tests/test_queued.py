@@ -213,3 +213,26 @@ def test_an_urgent_job_of_another_type_does_not_wait_for_a_backlog_of_quick_ones
     assert waiting > 0, "the urgent job waited for the whole backlog"
     wait_for(lambda: statuses(db) == {"succeeded": 40001}, timeout=90, message=f"all done ({statuses(db)})")
     assert sup.find("job_succeeded", job_id=urgent)
+
+
+def test_a_queued_job_that_hangs_times_out_and_the_rest_run_once(db, make_config, start_supervisor):
+    """A job that hangs among quick ones of its type, queued ahead in a child: its deadline
+    counts from when the child started it (its report of the job before may be read later),
+    the jobs queued behind it go back and run elsewhere, each once."""
+    sup = start_supervisor(make_config({"children": {"min": 2, "max": 2}}))
+    enqueue_many(db, [{"job_type": "timeout", "payload": {"seconds": 0}} for _ in range(10)])
+    wait_for(lambda: statuses(db).get("succeeded") == 10, message="warm-up jobs done")
+    ids = enqueue_many(db, [{"job_type": "timeout", "payload": {"seconds": 0}} for _ in range(150)]
+                       + [{"job_type": "timeout", "payload": {"seconds": 30}}]
+                       + [{"job_type": "timeout", "payload": {"seconds": 0}} for _ in range(150)])
+    hung = ids[150]
+    wait_for(lambda: job_row(db, hung)["status"] == "failed", timeout=30, message=f"the hung job failed ({job_row(db, hung)})")
+    wait_for(lambda: statuses(db) == {"succeeded": 310, "failed": 1}, timeout=30, message=f"all done ({statuses(db)})")
+    row = job_row(db, hung)
+    assert (row["attempts"], row["last_error"]) == (2, "timed out after 1s")
+    assert [started(db, i) for i in ids if i != hung] == [1] * 300
+    assert started(db, hung) == 2
+    # Killed one second after it started, each time: not before (the deadline counts from its
+    # start, not from the claim), and not long after.
+    kills = [e["duration_ms"] for e in sup.find("job_timed_out", job_id=hung)]
+    assert len(kills) == 2 and all(1000 <= ms < 3000 for ms in kills), kills

@@ -8,7 +8,9 @@ child -> supervisor: ``ready`` (handlers imported, connected; lists its job type
 ids of queued jobs dropped unstarted after ``release`` or ``stop``), ``done`` (a job's
 outcome: already recorded in the database by the child, or, with outcome ``ok``, a success
 the supervisor records, batched with others, because the handler wrote nothing through
-job.conn that would have to commit with it).
+job.conn that would have to commit with it; ``at``: the child's time.monotonic() when it
+sent it, the moment the next job queued in its socket started, which the supervisor may read
+a few milliseconds later while reports are batched).
 """
 
 from __future__ import annotations
@@ -31,26 +33,27 @@ EXIT_BOOT_ERROR = 3
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # json.dumps builds one per call
-_DONE_OK_KEYS = frozenset({"op", "id", "duration_ms", "outcome", "rss"})
+_DONE_OK_KEYS = frozenset({"op", "id", "duration_ms", "outcome", "rss", "at"})
 
 
 def encode(message: dict[str, Any]) -> bytes:
     if message.get("outcome") == "ok" and message.get("op") == DONE and message.keys() <= _DONE_OK_KEYS:
         # A success the supervisor records: one per job, the child's hot path.
-        line = _done_ok(message.get("id"), message.get("duration_ms"), message.get("rss"))
+        line = _done_ok(message.get("id"), message.get("duration_ms"), message.get("rss"), message.get("at"))
         if line is not None:
             return line
     return _ENCODER.encode(message).encode("utf-8") + b"\n"
 
 
-def _done_ok(job_id: Any, duration_ms: Any, rss: Any) -> bytes | None:
+def _done_ok(job_id: Any, duration_ms: Any, rss: Any, at: Any) -> bytes | None:
     """What the encoder writes for such a ``done`` message (keys in this order), formatted
     directly; None for values it would write otherwise."""
     if (type(job_id) is not int or type(duration_ms) is not float or duration_ms - duration_ms != 0.0
-            or (rss is not None and type(rss) is not int)):
+            or (rss is not None and type(rss) is not int)
+            or (at is not None and (type(at) is not float or at - at != 0.0))):
         return None
-    tail = "}\n" if rss is None else f',"rss":{rss}}}\n'
-    return f'{{"op":"done","id":{job_id},"duration_ms":{duration_ms!r},"outcome":"ok"{tail}'.encode("ascii")
+    tail = ("" if rss is None else f',"rss":{rss}') + ("" if at is None else f',"at":{at!r}')
+    return f'{{"op":"done","id":{job_id},"duration_ms":{duration_ms!r},"outcome":"ok"{tail}}}\n'.encode("ascii")
 
 
 _RUN_KEYS = ("id", "job_type", "queue", "priority", "run_at", "attempts", "max_attempts", "lock")
@@ -88,16 +91,19 @@ def encode_run(job: dict[str, Any], payload_json: str) -> bytes:
 
 
 _DONE_OK_HEAD = b'{"op":"done","id":'
-_DONE_OK_TAIL = b',"outcome":"ok"}'
+_DONE_OK_MIDDLE = b',"outcome":"ok","at":'
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    if line.startswith(_DONE_OK_HEAD) and line.endswith(_DONE_OK_TAIL):
+    if line.startswith(_DONE_OK_HEAD) and line.endswith(b"}"):
         # What _done_ok writes, one per job: read without the JSON parser.
-        job_id, found, duration = line[len(_DONE_OK_HEAD):-len(_DONE_OK_TAIL)].partition(b',"duration_ms":')
-        if found and job_id.isdigit() and duration[:1].isdigit() and b"_" not in duration:
+        job_id, found, rest = line[len(_DONE_OK_HEAD):-1].partition(b',"duration_ms":')
+        duration, middle, at = rest.partition(_DONE_OK_MIDDLE)
+        if (found and middle and job_id.isdigit() and duration[:1].isdigit() and at[:1].isdigit()
+                and b"_" not in duration and b"_" not in at):
             try:
-                return {"op": DONE, "id": int(job_id), "duration_ms": float(duration), "outcome": "ok"}
+                return {"op": DONE, "id": int(job_id), "duration_ms": float(duration), "outcome": "ok",
+                        "at": float(at)}
             except ValueError:
                 pass
     return json.loads(line)

@@ -354,6 +354,9 @@ class Worker:
             result["error"] = short[:2000]
         if self.config.children.max_memory:
             result["rss"] = _rss_bytes()
+        # CLOCK_MONOTONIC is the machine's, not the process': the supervisor's deadline for the
+        # job queued behind this one counts from here, not from when it reads this message.
+        result["at"] = time.monotonic()
         return result
 
     @staticmethod
