@@ -61,13 +61,13 @@ def drain(dsn: str, jobs: int, batch: int, setup: list[str]) -> float:
         enqueue_many(conn, [{"job_type": "noop"} for _ in range(jobs)])
         conn.execute("ANALYZE jobs")
         locks = text_array(f"bench:1:x/{1000 + i % 2}" for i in range(batch))  # two children's slots
-        done_ids, done_locks = "{}", "{}"
+        done_ids, done_locks, done_ages = "{}", "{}", "{}"
         per_job = []
         while True:
             started = time.perf_counter()
             rows = conn.execute(q.jobs_record_and_claim, {
                 "n": batch, "types": ["noop"], "head_types": ["noop"], "queues": None, "locks": locks,
-                "done_ids": done_ids, "done_locks": done_locks}).fetchall()
+                "done_ids": done_ids, "done_locks": done_locks, "done_ages": done_ages}).fetchall()
             seconds = time.perf_counter() - started
             claimed = [row for row in rows if row[2] is not None]
             if not claimed:
@@ -75,6 +75,7 @@ def drain(dsn: str, jobs: int, batch: int, setup: list[str]) -> float:
             per_job.append(seconds / len(claimed))
             done_ids = int_array(row[0] for row in claimed)
             done_locks = text_array(row[8] for row in claimed)
+            done_ages = "{" + ",".join("0.001" for _ in claimed) + "}"
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ from .children.pool import BOOTING, BUSY, IDLE, Child, Pool, Running, describe_e
 from .config import Config, load_config
 from .courier import Answer, Courier
 from .children.web import WebProcess
-from .db import close_quietly, connect, describe_error, int_array, is_permanent, text_array
+from .db import close_quietly, connect, describe_error, float_array, int_array, is_permanent, text_array
 from .errors import ConfigError, UserError
 from .gates import ClaimPlan, Gatekeeper
 from .logs import JobFields
@@ -696,6 +696,7 @@ class Supervisor:
             self.claim_wanted = True  # ... and its work waits without anything announcing it
         outcome = message.get("outcome")
         if outcome == "ok":  # ours to record, together with other successes (flush_completions)
+            job.finished = reported_at(message.get("at")) or time.monotonic()
             if not self.completions:
                 self.completions_due = time.monotonic() + (COMPLETION_DELAY_AHEAD if self.prefetch_types
                                                            else COMPLETION_DELAY)
@@ -737,11 +738,11 @@ class Supervisor:
             if child.releasing is not None and child.sent:
                 child.state = BUSY  # its queue is being taken back: wait for 'released'
             elif child.prefetched:
-                self.start_next(child, message.get("at"))
+                self.start_next(child, reported_at(message.get("at")))
                 if child.sent < PUSH_LOW:
                     self.push_queued(child)
 
-    def start_next(self, child: Child, at: Any = None) -> None:
+    def start_next(self, child: Child, at: float | None = None) -> None:
         """The child's next queued job is its current one now (sent with it, or sent now).
         ``at``: when the child reported its previous job done, i.e. started a job it had."""
         running, spec, payload = child.prefetched.popleft()
@@ -1041,7 +1042,7 @@ class Supervisor:
         if db is None:
             return False
         batch = self.completions
-        params = fenced(job for job, _, _ in batch)
+        params = successes(batch)
         query = self.q.jobs_set_succeeded_many_again if self.completions_uncertain else self.q.jobs_set_succeeded_many
         try:
             recorded = {row[0] for row in db.execute(query, params).fetchall()}
@@ -1102,7 +1103,7 @@ class Supervisor:
                 pass  # they ride along with the claim of the next quick jobs
             else:
                 batch, self.completions = self.completions, []
-                params = fenced(job for job, _, _ in batch)
+                params = successes(batch)
                 courier.send(self.q.jobs_set_succeeded_many, params, Flight(None, batch, set()))
         if self.pending:
             self.flush_pending()
@@ -1534,10 +1535,10 @@ class Supervisor:
         # The head of the line goes to an idle child, if there is one (claim_and_hand_out) or
         # soon will be (one is starting), not to the end of a busy child's queue.
         head_types = [] if self.claimable_idle() or self.pool.in_state(BOOTING) else self.prefetch_head_types
-        done = fenced(job for job, _, _ in batch)
+        done = successes(batch)
         params = {"n": len(slots), "types": self.prefetch_types, "head_types": head_types,
                   "queues": self.prefetch_queues, "locks": text_array(c.lock for c in slots),
-                  "done_ids": done["ids"], "done_locks": done["locks"]}
+                  "done_ids": done["ids"], "done_locks": done["locks"], "done_ages": done["ages"]}
         courier.send(self.q.jobs_record_and_claim, params,
                      Flight(slots, batch, set(), quick=frozenset(self.prefetch_types)))
         return True
@@ -1701,11 +1702,10 @@ class Supervisor:
         child.prefetched.extend(kept)
 
     def start_job(self, child: Child, running: Running, spec: dict[str, Any], payload: str, sent: bool = False,
-                  started: Any = None) -> None:
+                  started: float | None = None) -> None:
         """Send a claimed job to a child; its deadline counts from now (or from ``started``, when
-        the child began it on its own, if that is plausible), not from the claim."""
-        now = time.monotonic()
-        begun = started if type(started) is float and now - REPORT_BATCH_MAX_LATE <= started <= now else now
+        the child began it on its own), not from the claim."""
+        begun = time.monotonic() if started is None else started
         running.started = begun
         running.deadline = begun + running.timeout if running.timeout else None
         # Written with the other lines of this batch (flush_logs): one write() for many jobs.
@@ -1762,6 +1762,27 @@ def fenced(jobs: Iterable[Running]) -> dict[str, str]:
     where each is still locked by its attempt."""
     jobs = list(jobs)
     return {"ids": int_array(job.id for job in jobs), "locks": text_array(job.lock for job in jobs)}
+
+
+def successes(batch: list[tuple[Running, int, Any]]) -> dict[str, str]:
+    """fenced() of waiting successes, with ``ages``: seconds since each job ended, so that its
+    finished_at is when it ended, not when the batch it waited in was recorded (up to
+    COMPLETION_DELAY_AHEAD later)."""
+    now = time.monotonic()
+    jobs = [job for job, _, _ in batch]
+    return fenced(jobs) | {"ages": float_array(round(max(0.0, now - job.finished), 6) if job.finished else 0.0
+                                               for job in jobs)}
+
+
+def reported_at(at: Any) -> float | None:
+    """A child's time.monotonic() in a report (the machine's clock, not the process'), if it is
+    plausible: in the past, by at most REPORT_BATCH_MAX_LATE (anything further off is a message
+    from before a pause, or nonsense)."""
+    if type(at) is float:
+        now = time.monotonic()
+        if now - REPORT_BATCH_MAX_LATE <= at <= now:
+            return at
+    return None
 
 
 def fill_order(rooms: list[tuple[Child, int]], depth: int) -> list[Child]:

@@ -16,7 +16,7 @@ import time
 
 from supervisor.children.pool import BUSY, Child, Running
 from supervisor.config import config_from_dict
-from supervisor.parent import REPORT_BATCH, REPORT_BATCH_MAX_LATE, Supervisor, fill_order
+from supervisor.parent import REPORT_BATCH, REPORT_BATCH_MAX_LATE, Supervisor, fill_order, reported_at, successes
 
 
 @pytest.fixture
@@ -101,11 +101,13 @@ def test_a_queued_job_counts_from_when_the_child_started_it(sup):
     running = queue_one(1)
     sup.start_next(child, at)
     assert running.started == at and running.deadline == at + 2.0
-    # A time that cannot be right (from before a pause, the future, not a float): ours.
-    for wrong in (time.monotonic() - REPORT_BATCH_MAX_LATE - 1, time.monotonic() + 5, "soon", None):
+    # A time that cannot be right (from before a pause, the future, not a float) is not used.
+    assert reported_at(at) == at
+    for wrong in (time.monotonic() - REPORT_BATCH_MAX_LATE - 1, time.monotonic() + 5, "soon", None, 7):
+        assert reported_at(wrong) is None, wrong
         before = time.monotonic()
         running = queue_one(2)
-        sup.start_next(child, wrong)
+        sup.start_next(child, reported_at(wrong))
         assert before <= running.started <= time.monotonic(), wrong
     # Not queued there (sent now): it starts now, whatever the report said.
     running = queue_one(3)
@@ -113,3 +115,14 @@ def test_a_queued_job_counts_from_when_the_child_started_it(sup):
     before = time.monotonic()
     sup.start_next(child, at)
     assert running.started >= before and running.deadline == running.started + 2.0
+
+
+def test_waiting_successes_carry_how_long_ago_each_ended():
+    now = time.monotonic()
+    jobs = [Running(i, "cpu", "default", 1, None, f"r/{i}", 0.0, None, None, finished=now - 0.25 * i) for i in range(3)]
+    params = successes([(job, 4242, 1.0) for job in jobs])
+    assert params["ids"] == "{0,1,2}" and params["locks"] == '{"r/0","r/1","r/2"}'
+    ages = [float(x) for x in params["ages"].strip("{}").split(",")]
+    assert [round(a, 2) for a in ages] == [0.0, 0.25, 0.5]
+    jobs[0].finished = now + 60  # a clock that cannot be: never a negative age
+    assert successes([(jobs[0], 4242, 1.0)])["ages"] == "{0.0}"

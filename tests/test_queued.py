@@ -13,6 +13,7 @@ from conftest import job_row, statuses, wait_for
 
 from supervisor import enqueue_many
 from supervisor.admin import act
+from supervisor.queries import queries_for
 
 
 def started(db, job_id: int) -> int:
@@ -236,3 +237,43 @@ def test_a_queued_job_that_hangs_times_out_and_the_rest_run_once(db, make_config
     # start, not from the claim), and not long after.
     kills = [e["duration_ms"] for e in sup.find("job_timed_out", job_id=hung)]
     assert len(kills) == 2 and all(1000 <= ms < 3000 for ms in kills), kills
+
+
+def test_a_batched_success_finishes_when_its_child_reported_it_not_when_it_was_recorded(db):
+    """Successes wait up to COMPLETION_DELAY_AHEAD to be recorded together; each one's
+    finished_at is its child's report, ``ages`` seconds before the statement (never before the
+    claim, whatever the two machines' clocks say)."""
+    q = queries_for("jobs")
+    ids = [row[0] for row in db.execute(
+        """INSERT INTO jobs (job_type, status, attempts, locked_by, locked_at)
+           SELECT 'noop', 'running', 1, 'h:1:a/' || i, now() - interval '10 seconds'
+           FROM generate_series(1, 6) AS i RETURNING id""").fetchall()]
+    locks = [f"h:1:a/{i}" for i in range(1, 7)]
+
+    def finished(statement: str, params: dict) -> list[str]:
+        """Seconds before the statement, or 'claim' when at locked_at."""
+        with db.transaction():  # now() is the statement's
+            db.execute(statement, params)
+            return [row[0] for row in db.execute(
+                """SELECT CASE WHEN finished_at = locked_at THEN 'claim'
+                               ELSE extract(epoch FROM now() - finished_at)::text END
+                   FROM jobs WHERE id = ANY(%s) ORDER BY id""",
+                (params.get("ids") or params["done_ids"],)).fetchall()]
+
+    assert finished(q.jobs_set_succeeded_many, {"ids": ids[:3], "locks": locks[:3], "ages": [2.5, 0.0, 1000.0]}) \
+        == ["2.500000", "0.000000", "claim"]
+    assert finished(q.jobs_record_and_claim, {
+        "n": 1, "types": ["none"], "head_types": [], "queues": None, "locks": ["h:1:a/9"],
+        "done_ids": ids[3:], "done_locks": locks[3:], "done_ages": [0.125, 0.0, 1000.0]}) == ["0.125000", "0.000000", "claim"]
+
+
+def test_batched_successes_finish_after_their_handlers_last_write(db, make_config, start_supervisor):
+    sup = start_supervisor(make_config({"children": {"min": 2, "max": 2}}))
+    enqueue_many(db, [{"job_type": "effect_outside"} for _ in range(10)])
+    wait_for(lambda: statuses(db).get("succeeded") == 10, message="warm-up jobs done")
+    enqueue_many(db, [{"job_type": "effect_outside"} for _ in range(500)])
+    wait_for(lambda: statuses(db) == {"succeeded": 510}, timeout=60, message=f"all done ({statuses(db)})")
+    late = db.execute("""SELECT j.id, e.at, j.finished_at, j.locked_at FROM jobs AS j JOIN effects AS e ON e.job_id = j.id
+                         WHERE NOT (e.at <= j.finished_at AND j.locked_at <= j.finished_at)""").fetchall()
+    assert late == []
+    assert sup.find("job_succeeded", job_type="effect_outside")

@@ -40,6 +40,7 @@ class Running:
     started: float  # monotonic
     deadline: float | None  # monotonic; None = no timeout
     timeout: float | None
+    finished: float = 0.0  # monotonic: when its child reported it done (a success waiting to be recorded)
 
 
 @dataclass
