@@ -22,6 +22,9 @@ _PERMANENT_MARKERS = (
     "no password supplied",
     "invalid dsn",
     "invalid connection option",
+    "for connection option",  # invalid integer value "x" for connection option "port"
+    "invalid port number",
+    "invalid sslmode value",
     "invalid uri",
     "missing \"=\"",
     "pg_hba.conf",
@@ -78,12 +81,15 @@ def tolerate_unreadable_json(conn: psycopg.Connection) -> psycopg.Connection:
 
 
 def connect_or_exit(dsn: str, **kwargs) -> psycopg.Connection:
-    """For CLI commands: connect, or raise one clear UserError (exit 2) naming the masked DSN."""
+    """For CLI commands: connect, or raise one clear UserError naming the masked DSN: exit 2
+    when the DSN itself is wrong (unparsable, refused credentials, no such database or role),
+    1 when the server could not be reached (down, restarting: trying later may work)."""
     try:
         return tolerate_unreadable_json(connect(dsn, **kwargs))
     except psycopg.Error as error:
         reason = mask_secrets(" ".join(str(error).split())) or type(error).__name__
-        raise UserError(f"cannot connect to database {mask_dsn(dsn)}: {reason}", exit_code=2) from None
+        raise UserError(f"cannot connect to database {mask_dsn(dsn)}: {reason}",
+                        exit_code=2 if is_permanent(error) else 1) from None
 
 
 def close_quietly(conn: psycopg.Connection | None) -> None:

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import yaml
 
-from conftest import cli_env, job_row, run_cli
+from conftest import cli_env, job_row, run_cli, with_dbname
 from supervisor import __version__
 from supervisor.config import load_config
 from supervisor.migrate import available
@@ -387,14 +387,26 @@ def test_missing_config_file(tmp_path: Path):
 @pytest.mark.parametrize("command", [["status"], ["migrate"], ["enqueue", "noop", "{}"], ["show", "1"],
                                      ["jobs"], ["retry", "1"]])
 def test_unreachable_database_hides_the_password(tmp_path: Path, command):
+    """Nothing listens there: a runtime failure (exit 1; the server may be restarting)."""
     bad = "postgresql://u:sekrit@127.0.0.1:1/x"
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"database": {"dsn": bad}}))
     for result in (run_cli("-c", str(config), *command),
                    run_cli(*command, env=cli_env(JOBSUPERVISOR_DSN=bad))):
-        line = assert_user_error(result, 2, "127.0.0.1")
+        line = assert_user_error(result, 1, "127.0.0.1")
         assert "sekrit" not in result.stderr and "sekrit" not in result.stdout
         assert "connect" in line
+
+
+def test_a_wrong_dsn_is_a_configuration_error(dsn, tmp_path: Path):
+    """The server answers but refuses the DSN (no such database), or libpq cannot parse it:
+    exit 2, as for any other configuration mistake."""
+    for bad, needle in ((with_dbname(dsn, "no_such_database_here"), "no_such_database_here"),
+                        ("postgresql://u:pw@127.0.0.1:notaport/x", "port")):
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"database": {"dsn": bad}}))
+        line = assert_user_error(run_cli("-c", str(config), "status"), 2, "cannot connect to database")
+        assert needle in line, line
 
 
 def test_missing_schema_says_to_migrate(empty_dsn, tmp_path: Path):
