@@ -75,7 +75,7 @@ def drain(dsn: str, jobs: int, batch: int, setup: list[str]) -> float:
             per_job.append(seconds / len(claimed))
             done_ids = int_array(row[0] for row in claimed)
             done_locks = text_array(row[8] for row in claimed)
-            done_ages = "{" + ",".join("0.001" for _ in claimed) + "}"
+            done_ages = "{" + ",".join("1000" for _ in claimed) + "}"  # microseconds
 
 
 def main() -> int:

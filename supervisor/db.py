@@ -116,11 +116,6 @@ def int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def float_array(values: Iterable[float]) -> str:
-    """A float8[] literal of *values* (finite floats)."""
-    return "{" + ",".join(map(repr, values)) + "}"
-
-
 def text_array(values: Iterable[str]) -> str:
     """A text[] literal of *values*, every element quoted (no NULLs)."""
     return "{" + ",".join(map(_array_element, values)) + "}"

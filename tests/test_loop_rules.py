@@ -122,7 +122,7 @@ def test_waiting_successes_carry_how_long_ago_each_ended():
     jobs = [Running(i, "cpu", "default", 1, None, f"r/{i}", 0.0, None, None, finished=now - 0.25 * i) for i in range(3)]
     params = successes([(job, 4242, 1.0) for job in jobs])
     assert params["ids"] == "{0,1,2}" and params["locks"] == '{"r/0","r/1","r/2"}'
-    ages = [float(x) for x in params["ages"].strip("{}").split(",")]
-    assert [round(a, 2) for a in ages] == [0.0, 0.25, 0.5]
+    ages = [int(x) for x in params["ages"].strip("{}").split(",")]  # microseconds
+    assert [round(a / 1e6, 2) for a in ages] == [0.0, 0.25, 0.5]
     jobs[0].finished = now + 60  # a clock that cannot be: never a negative age
-    assert successes([(jobs[0], 4242, 1.0)])["ages"] == "{0.0}"
+    assert successes([(jobs[0], 4242, 1.0)])["ages"] == "{0}"

@@ -326,7 +326,7 @@ def test_running_jobs_are_found_through_the_partial_status_index(db):
     q = queries_for("jobs")
     for query, params in ((q.jobs_held_by_runner, {"runner": "h:2:b"}),
                           (q.jobs_set_succeeded_many, {"ids": "{50001,50002}", "locks": '{"h:2:b/1","h:2:b/2"}',
-                                                        "ages": "{0.5,0.0}"})):
+                                                        "ages": "{500000,0}"})):
         plan = "\n".join(row[0] for row in db.execute("EXPLAIN " + query, params).fetchall())
         assert "Seq Scan on jobs" not in plan, plan
     assert len(db.execute(q.jobs_held_by_runner, {"runner": "h:2:b"}).fetchall()) == 5

@@ -241,7 +241,7 @@ def test_a_queued_job_that_hangs_times_out_and_the_rest_run_once(db, make_config
 
 def test_a_batched_success_finishes_when_its_child_reported_it_not_when_it_was_recorded(db):
     """Successes wait up to COMPLETION_DELAY_AHEAD to be recorded together; each one's
-    finished_at is its child's report, ``ages`` seconds before the statement (never before the
+    finished_at is its child's report, ``ages`` microseconds before the statement (never before the
     claim, whatever the two machines' clocks say)."""
     q = queries_for("jobs")
     ids = [row[0] for row in db.execute(
@@ -260,11 +260,11 @@ def test_a_batched_success_finishes_when_its_child_reported_it_not_when_it_was_r
                    FROM jobs WHERE id = ANY(%s) ORDER BY id""",
                 (params.get("ids") or params["done_ids"],)).fetchall()]
 
-    assert finished(q.jobs_set_succeeded_many, {"ids": ids[:3], "locks": locks[:3], "ages": [2.5, 0.0, 1000.0]}) \
+    assert finished(q.jobs_set_succeeded_many, {"ids": ids[:3], "locks": locks[:3], "ages": [2_500_000, 0, 1_000_000_000]}) \
         == ["2.500000", "0.000000", "claim"]
     assert finished(q.jobs_record_and_claim, {
         "n": 1, "types": ["none"], "head_types": [], "queues": None, "locks": ["h:1:a/9"],
-        "done_ids": ids[3:], "done_locks": locks[3:], "done_ages": [0.125, 0.0, 1000.0]}) == ["0.125000", "0.000000", "claim"]
+        "done_ids": ids[3:], "done_locks": locks[3:], "done_ages": [125_000, 0, 1_000_000_000]}) == ["0.125000", "0.000000", "claim"]
 
 
 def test_batched_successes_finish_after_their_handlers_last_write(db, make_config, start_supervisor):

@@ -75,8 +75,8 @@ WITH durable AS MATERIALIZED (
                       CASE WHEN cardinality(%(done_ids)s::bigint[]) > 0 THEN 'on' ELSE 'off' END, true)
 ), recorded AS (
     UPDATE {table} AS j
-    SET status = 'succeeded', finished_at = greatest(j.locked_at, now() - done.age * interval '1 second'), updated_at = now()
-    FROM durable, unnest(%(done_ids)s::bigint[], %(done_locks)s::text[], %(done_ages)s::float8[]) AS done(id, lock, age)
+    SET status = 'succeeded', finished_at = greatest(j.locked_at, now() - done.age * interval '1 microsecond'), updated_at = now()
+    FROM durable, unnest(%(done_ids)s::bigint[], %(done_locks)s::text[], %(done_ages)s::bigint[]) AS done(id, lock, age)
     WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
     RETURNING j.id
 ), head AS (
@@ -212,14 +212,14 @@ WHERE id = %(id)s AND status = 'running' AND locked_by = %(lock)s
 -- The supervisor's connection commits asynchronously (claims); this statement is its own
 -- transaction and turns synchronous commit on for it (set_config(..., true) lasts until the
 -- commit, which reads it): a logged success survives a crash of the server, in one round trip.
--- finished_at is when the child reported the job done, %(ages)s seconds ago, not when the batch
+-- finished_at is when the child reported the job done, %(ages)s microseconds ago, not when the batch
 -- it waited in is recorded (never before the claim: clocks of two machines meet here).
 WITH durable AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'on', true)
 )
 UPDATE {table} AS j
-SET status = 'succeeded', finished_at = greatest(j.locked_at, now() - done.age * interval '1 second'), updated_at = now()
-FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[], %(ages)s::float8[]) AS done(id, lock, age)
+SET status = 'succeeded', finished_at = greatest(j.locked_at, now() - done.age * interval '1 microsecond'), updated_at = now()
+FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[], %(ages)s::bigint[]) AS done(id, lock, age)
 WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
 RETURNING j.id
 
@@ -230,10 +230,10 @@ RETURNING j.id
 WITH durable AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'on', true)
 ), done AS (
-    SELECT done.* FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[], %(ages)s::float8[]) AS done(id, lock, age)
+    SELECT done.* FROM durable, unnest(%(ids)s::bigint[], %(locks)s::text[], %(ages)s::bigint[]) AS done(id, lock, age)
 ), recorded AS (
     UPDATE {table} AS j
-    SET status = 'succeeded', finished_at = greatest(j.locked_at, now() - done.age * interval '1 second'), updated_at = now()
+    SET status = 'succeeded', finished_at = greatest(j.locked_at, now() - done.age * interval '1 microsecond'), updated_at = now()
     FROM done
     WHERE j.id = done.id AND j.status = 'running' AND j.locked_by = done.lock
     RETURNING j.id
