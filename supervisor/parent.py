@@ -1770,7 +1770,7 @@ def successes(batch: list[tuple[Running, int, Any]]) -> dict[str, str]:
     COMPLETION_DELAY_AHEAD later). Integers: a few hundred a statement, formatted cheaply."""
     now = time.monotonic()
     jobs = [job for job, _, _ in batch]
-    return fenced(jobs) | {"ages": int_array(int((now - job.finished) * 1e6) if now > job.finished else 0
+    return fenced(jobs) | {"ages": int_array(int((now - job.finished) * 1e6) if now > job.finished > 0.0 else 0
                                              for job in jobs)}
 
 

@@ -126,3 +126,5 @@ def test_waiting_successes_carry_how_long_ago_each_ended():
     assert [round(a / 1e6, 2) for a in ages] == [0.0, 0.25, 0.5]
     jobs[0].finished = now + 60  # a clock that cannot be: never a negative age
     assert successes([(jobs[0], 4242, 1.0)])["ages"] == "{0}"
+    jobs[0].finished = 0.0  # never reported: recorded as finished now, not at the claim
+    assert successes([(jobs[0], 4242, 1.0)])["ages"] == "{0}"
