@@ -690,13 +690,14 @@ class Supervisor:
             return
         child.job = None
         child.jobs_done += 1
+        at = reported_at(message.get("at"))  # when it ended here, and the next queued one began
         child.rss = message.get("rss", child.rss)
         self.claim_retry_at = 0.0  # a slot is free: a type that was at its limit may have room
         if self.claim_held_back:
             self.claim_wanted = True  # ... and its work waits without anything announcing it
         outcome = message.get("outcome")
         if outcome == "ok":  # ours to record, together with other successes (flush_completions)
-            job.finished = reported_at(message.get("at")) or time.monotonic()
+            job.finished = at or time.monotonic()
             if not self.completions:
                 self.completions_due = time.monotonic() + (COMPLETION_DELAY_AHEAD if self.prefetch_types
                                                            else COMPLETION_DELAY)
@@ -738,7 +739,7 @@ class Supervisor:
             if child.releasing is not None and child.sent:
                 child.state = BUSY  # its queue is being taken back: wait for 'released'
             elif child.prefetched:
-                self.start_next(child, reported_at(message.get("at")))
+                self.start_next(child, at)
                 if child.sent < PUSH_LOW:
                     self.push_queued(child)
 
