@@ -71,6 +71,10 @@ PREFETCH_MAX = 1024
 PREFETCH_TOP_UP = 8  # top up once the queues ran down by 1/PREFETCH_TOP_UP of their depth
 PREFETCH_MAX_AVG_SECONDS = 0.025
 PREFETCH_STALE = 0.5
+# The first claims ahead of a backlog are small and each next one twice the size: a statement
+# of a thousand rows takes Postgres ~50-100 ms, which children with nothing queued would spend
+# idle; small ones come back in a few milliseconds while the next, bigger one is out already.
+AHEAD_FIRST = 64
 PUSH_BYTES = 64 * 1024
 PUSH_LOW = 64  # a child with fewer queued jobs in its socket than this is sent more
 # Successes reported by children are recorded together: once this many wait, or the oldest has
@@ -187,6 +191,7 @@ class Supervisor:
         self.prefetch_types: list[str] = []
         self.prefetch_queues: list[str] | None = None
         self.claim_seconds = 0.01  # how long a claim ahead takes to come back (moving average)
+        self.ahead_cap = AHEAD_FIRST  # rows the next claim ahead may take (doubles up to the depths)
         self.prefetch_head_types: list[str] = []  # every type the claim ahead looks at for the head of the line
         # Job types and their options, as reported by children (the parent imports no user code).
         self.types: dict[str, dict[str, Any]] = {}
@@ -1487,6 +1492,7 @@ class Supervisor:
     def end_claims_ahead(self) -> None:
         """The backlog of quick jobs is gone: successes no longer wait for a claim to ride along."""
         self.prefetch_types = []
+        self.ahead_cap = AHEAD_FIRST
         if self.completions:
             self.completions_due = min(self.completions_due, time.monotonic() + COMPLETION_DELAY)
 
@@ -1528,7 +1534,8 @@ class Supervisor:
         wanted = sum(room for _, room in rooms)
         if wanted == 0 or (not force and wanted < self.top_up_threshold(depth, eligible)):
             return False
-        slots = fill_order(rooms, depth)
+        slots = fill_order(rooms, depth)[:self.ahead_cap]
+        self.ahead_cap *= 2
         batch: list[tuple[Running, int, Any]] = []
         if not self.completions_uncertain:
             # The successes waiting to be recorded ride along: one round trip, one commit.

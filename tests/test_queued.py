@@ -13,6 +13,7 @@ from conftest import job_row, statuses, wait_for
 
 from supervisor import enqueue_many
 from supervisor.admin import act
+from supervisor.parent import AHEAD_FIRST
 from supervisor.queries import queries_for
 
 
@@ -95,6 +96,26 @@ def test_many_quick_jobs_each_succeed_once_and_are_logged_once(db, make_config, 
     # Claimed in batches, not one by one.
     claims = db.execute("SELECT count(DISTINCT locked_at) FROM jobs").fetchone()[0]
     assert claims < 3000 / 5, claims
+
+
+def test_a_burst_is_claimed_in_statements_that_start_small_and_grow(db, make_config, start_supervisor):
+    """A statement claiming a thousand rows keeps Postgres busy for 50-100 ms while children
+    with nothing queued wait: the first claims ahead of a burst are small (AHEAD_FIRST rows),
+    each next one at most twice as big."""
+    sup = start_supervisor(make_config({"children": {"min": 2, "max": 2}}))
+    enqueue_many(db, [{"job_type": "noop"} for _ in range(20)])
+    wait_for(lambda: statuses(db) == {"succeeded": 20}, message="warm-up jobs done")
+    sup.wait_event("job_succeeded", count=20)  # the supervisor knows noop is quick now
+    db.execute("TRUNCATE jobs")
+    enqueue_many(db, [{"job_type": "noop"} for _ in range(4000)])
+    wait_for(lambda: statuses(db) == {"succeeded": 4000}, timeout=60, message=f"all done ({statuses(db)})")
+    # One statement, one transaction, one now(): rows that share locked_at were claimed together.
+    sizes = [n for (n,) in db.execute("SELECT count(*) FROM jobs GROUP BY locked_at ORDER BY locked_at")]
+    # Two statements may be out at once and start in either order: the first three took at most
+    # the first three caps (the idle children's claim, then 64 and 128 ahead, or 64, 128, 256).
+    assert max(sizes[:3]) <= 4 * AHEAD_FIRST, sizes[:10]
+    assert all(n <= AHEAD_FIRST * 2 ** i for i, n in enumerate(sizes)), sizes[:10]
+    assert db.execute("SELECT DISTINCT attempts FROM jobs").fetchall() == [(1,)]
 
 
 def test_a_claim_whose_answer_was_lost_with_the_connection_is_given_back(db, make_config, start_supervisor):
