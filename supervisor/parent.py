@@ -1535,7 +1535,8 @@ class Supervisor:
         if wanted == 0 or (not force and wanted < self.top_up_threshold(depth, eligible)):
             return False
         slots = fill_order(rooms, depth)[:self.ahead_cap]
-        self.ahead_cap *= 2
+        # Bounded: a backlog may last days, and the depths bind long before this.
+        self.ahead_cap = min(self.ahead_cap * 2, PREFETCH_MAX * 1024)
         batch: list[tuple[Running, int, Any]] = []
         if not self.completions_uncertain:
             # The successes waiting to be recorded ride along: one round trip, one commit.
