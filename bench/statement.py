@@ -11,9 +11,9 @@ design (its indexes above all) costs Postgres per job, to compare variants side 
 Variants (all by default, interleaved per repeat):
   current        the schema the migrations create
   pre-0005       with 0002's (status, id) over every row and 0001's running-jobs index back
-  no-type-index  current without (job_type, id)
-  type-index-not-running  (job_type, id) only over jobs not running: no entry when a job is
-                 claimed (the dashboard would find running jobs of a type another way)
+  pre-0006       with 0002's (job_type, id) over every row instead of 0006's over the jobs
+                 not running (an entry more a claim)
+  no-type-index  current without (job_type, id) at all
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ VARIANTS = {
     "pre-0005": ["CREATE INDEX jobs_status_id_idx ON jobs (status, id)",
                  "CREATE INDEX jobs_running_idx ON jobs (locked_by) WHERE status = 'running'",
                  "DROP INDEX jobs_status_partial_idx"],
-    "no-type-index": ["DROP INDEX jobs_type_id_idx"],
-    "type-index-not-running": ["DROP INDEX jobs_type_id_idx",
-                               "CREATE INDEX jobs_type_id_idx ON jobs (job_type, id) WHERE status <> 'running'"],
+    "pre-0006": ["DROP INDEX jobs_type_partial_idx", "CREATE INDEX jobs_type_id_idx ON jobs (job_type, id)"],
+    "no-type-index": ["DROP INDEX jobs_type_partial_idx"],
 }
 
 

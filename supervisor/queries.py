@@ -38,6 +38,7 @@ def identifiers(table: str) -> dict[str, str]:
         "status_id_index": quote_ident(f"{table}_status_id_idx"),
         "status_partial_index": quote_ident(f"{table}_status_partial_idx"),
         "type_id_index": quote_ident(f"{table}_type_id_idx"),
+        "type_partial_index": quote_ident(f"{table}_type_partial_idx"),
         "notify_fn": quote_ident(f"{table}_notify"),
         "notify_trigger": quote_ident(f"{table}_notify_insert"),
         "channel": quote_literal(channel_name(table)),
@@ -79,10 +80,22 @@ def parse_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
+def inline_fragments(blocks: dict[str, str]) -> dict[str, str]:
+    """Statements with their ``{_fragment}`` placeholders filled in from the blocks whose names
+    start with ``_`` (shared pieces, such as the dashboard's filters); fragments are dropped."""
+    fragments = {name: body for name, body in blocks.items() if name.startswith("_")}
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return fragments[name] if name in fragments else match.group(0)
+
+    return {name: _PLACEHOLDER.sub(fill, body) for name, body in blocks.items() if name not in fragments}
+
+
 @lru_cache(maxsize=None)
 def _raw_blocks() -> dict[str, str]:
     text = resources.files("supervisor").joinpath("sql/queries.sql").read_text()
-    return parse_blocks(text)
+    return inline_fragments(parse_blocks(text))
 
 
 class Queries:

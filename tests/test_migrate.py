@@ -330,3 +330,41 @@ def test_running_jobs_are_found_through_the_partial_status_index(db):
         plan = "\n".join(row[0] for row in db.execute("EXPLAIN " + query, params).fetchall())
         assert "Seq Scan on jobs" not in plan, plan
     assert len(db.execute(q.jobs_held_by_runner, {"runner": "h:2:b"}).fetchall()) == 5
+
+
+def _back_to_0005(conn: psycopg.Connection) -> None:
+    """The schema as 0005 left it: 0002's (job_type, id) over every row, 0006 not applied."""
+    conn.execute("DROP INDEX jobs_type_partial_idx")
+    conn.execute("CREATE INDEX jobs_type_id_idx ON jobs (job_type, id)")
+    conn.execute("DELETE FROM jobs_migrations WHERE version = 6")
+
+
+def test_0006_replaces_the_type_index_only_where_it_exists(empty_dsn):
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        migrate(conn, "jobs")
+        fresh = indexes(conn, "jobs")
+        assert fresh["jobs_type_partial_idx"].endswith("(job_type, id) WHERE (status <> 'running'::text)")
+        assert "jobs_type_id_idx" not in fresh
+
+        # An upgrade from 0005 swaps the index, keeping the rows.
+        _back_to_0005(conn)
+        enqueue(conn, "noop", {})
+        assert [m.version for m in migrate(conn, "jobs")] == [6]
+        assert indexes(conn, "jobs") == fresh
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+
+        # Built by hand beforehand (CONCURRENTLY, same name): kept as it is, the old one dropped.
+        _back_to_0005(conn)
+        conn.execute("CREATE INDEX CONCURRENTLY jobs_type_partial_idx ON jobs (job_type, id) WHERE status <> 'running'")
+        oid = conn.execute("SELECT 'jobs_type_partial_idx'::regclass::oid").fetchone()[0]
+        migrate(conn, "jobs")
+        assert indexes(conn, "jobs") == fresh
+        assert conn.execute("SELECT 'jobs_type_partial_idx'::regclass::oid").fetchone()[0] == oid
+
+        # Dropped on purpose (README, "Large tables"): the migration creates neither.
+        _back_to_0005(conn)
+        conn.execute("DROP INDEX jobs_type_id_idx")
+        migrate(conn, "jobs")
+        assert "jobs_type_partial_idx" not in indexes(conn, "jobs")
+        assert "jobs_type_id_idx" not in indexes(conn, "jobs")
+        assert latest_version() in {row[0] for row in conn.execute("SELECT version FROM jobs_migrations")}

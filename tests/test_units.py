@@ -1,9 +1,10 @@
-"""Durations, sizes and DSN masking (pure functions)."""
+"""Durations, sizes, DSN masking and the SQL file's blocks (pure functions)."""
 
 import math
 
 import pytest
 
+from supervisor.queries import Queries, inline_fragments, parse_blocks, render
 from supervisor.units import format_duration, format_size, mask_dsn, parse_duration, parse_size
 
 
@@ -146,3 +147,19 @@ def test_mask_dsn(dsn, masked):
 
 def test_mask_dsn_none():
     assert mask_dsn(None) is None
+
+
+def test_sql_fragments_are_inlined_and_never_statements():
+    text = """-- name: _cols
+-- a fragment
+id, status
+-- name: jobs_list
+-- a statement
+SELECT {_cols} FROM {table} WHERE {_unknown}
+"""
+    blocks = inline_fragments(parse_blocks(text))
+    assert blocks == {"jobs_list": "SELECT id, status FROM {table} WHERE {_unknown}"}
+    with pytest.raises(KeyError, match="_unknown"):
+        render(blocks["jobs_list"], "jobs")  # a fragment that does not exist is caught at load
+    q = Queries("jobs")
+    assert "{" not in q.jobs_page_newest and "_job_filters" not in vars(q)

@@ -250,6 +250,35 @@ def test_keyset_pagination_walks_both_ways_in_both_orders(client, db):
     assert [j["id"] for j in client.get(api["older"]).json["jobs"]] == newest[5:10]
 
 
+def test_a_type_filter_merges_its_running_jobs_in_id_order(client, db, dsn):
+    """The (job_type, id) index leaves running jobs out (0006): lists, pages and bulk actions by
+    type still see every job of the type, running or not, in id order."""
+    from supervisor.admin import JobFilter, act_on_matching, page_jobs
+
+    statuses = ["running", "queued", "running", "succeeded", "failed", "running", "retry", "cancelled",
+                "running", "queued"]
+    ids = [add(db, "greet", status) for status in statuses]
+    add(db, "noop", "running")
+    add(db, "noop", "queued")
+    newest = list(reversed(ids))
+    assert ids_on(client, "/jobs?type=greet") == newest
+    assert ids_on(client, "/jobs?type=greet&order=oldest") == ids
+    assert ids_on(client, f"/jobs?type=greet&limit=3&before={newest[2]}") == newest[3:6]
+    assert ids_on(client, f"/jobs?type=greet&limit=3&order=oldest&after={ids[2]}") == ids[3:6]
+    assert ids_on(client, "/jobs?type=greet&status=running") == [i for i, s in zip(newest, reversed(statuses))
+                                                                   if s == "running"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        walked, before = [], None
+        while page := page_jobs(conn, "jobs", JobFilter(job_type="greet"), limit=4, before_id=before):
+            walked += [row["id"] for row in page]
+            before = page[-1]["id"]
+        assert walked == newest
+        result, more = act_on_matching(conn, "jobs", "cancel", JobFilter(job_type="greet"), batch=3)
+    assert not more
+    assert result.changed == sorted(i for i, s in zip(ids, statuses) if s in ("queued", "retry"))
+    assert sorted(result.refused) == sorted(i for i, s in zip(ids, statuses) if s not in ("queued", "retry"))
+
+
 # --- job detail ---------------------------------------------------------------------------------
 def test_job_detail_shows_everything_and_the_handlers_summary(client, db):
     tb = 'Traceback (most recent call last):\n  File "h.py", line 3, in greet\n    raise KeyError(k)\nKeyError: \'lang\''
@@ -595,7 +624,8 @@ def test_pagination_stays_on_indexes_on_a_million_jobs(client, dsn, db):
         INSERT INTO jobs (job_type, queue, payload, status, attempts, last_error, locked_by, created_at, finished_at)
         SELECT CASE WHEN g % 20000 = 5 THEN 'rare_type' ELSE 'type_' || (g % 20) END, CASE WHEN g % 3 = 0 THEN 'emails' ELSE 'default' END,
                jsonb_build_object('n', g, 'user', 'user' || (g % 5000)),
-               CASE WHEN g % 1000 = 0 THEN 'failed' WHEN g % 97 = 0 THEN 'queued' ELSE 'succeeded' END,
+               CASE WHEN g % 1000 = 0 THEN 'failed' WHEN g % 97 = 0 THEN 'queued'
+                    WHEN g % 40000 = 20005 OR g % 9973 = 7 THEN 'running' ELSE 'succeeded' END,
                1, CASE WHEN g % 1000 = 0 THEN 'ValueError: row ' || g END, 'host-' || (g % 4) || ':1:t/2',
                now() - make_interval(secs => (1000000 - g) * 0.5),
                CASE WHEN g % 97 <> 0 THEN now() - make_interval(secs => (1000000 - g) * 0.5) END
@@ -607,7 +637,9 @@ def test_pagination_stays_on_indexes_on_a_million_jobs(client, dsn, db):
     assert deep == list(range(119, 69, -1))
     assert ids_on(client, "/jobs?status=failed&before=5000") == [4000, 3000, 2000, 1000]
     assert ids_on(client, "/jobs?type=type_7&limit=3&before=200") == [187, 167, 147]
+    # 20005, 60005, ... are running: the type's two parts (not running, running) merge by id.
     assert ids_on(client, "/jobs?type=rare_type&limit=3&before=100000") == [80005, 60005, 40005]
+    assert ids_on(client, "/jobs?type=rare_type&limit=3&after=10000&order=oldest") == [20005, 40005, 60005]
     started = time.monotonic()
     ids_on(client, "/jobs?status=failed&type=type_0&before=10000")
     elapsed = time.monotonic() - started
@@ -623,8 +655,14 @@ def test_pagination_stays_on_indexes_on_a_million_jobs(client, dsn, db):
         ("status, deep", q.jobs_page_newest, {"status": "failed", "before_id": 5000}, "jobs_status_partial_idx"),
         ("succeeded, deep", q.jobs_page_newest, {"status": "succeeded", "before_id": 5000}, "jobs_pkey"),
         ("common type, deep", q.jobs_page_newest, {"job_type": "type_7", "before_id": 200}, None),
-        ("rare type", q.jobs_page_newest, {"job_type": "rare_type", "before_id": None}, "jobs_type_id_idx"),
-        ("rare type, deep", q.jobs_page_newest, {"job_type": "rare_type", "before_id": 100000}, "jobs_type_id_idx"),
+        ("rare type", q.jobs_page_newest, {"job_type": "rare_type", "before_id": None}, "jobs_type_partial_idx"),
+        ("rare type, deep", q.jobs_page_newest, {"job_type": "rare_type", "before_id": 100000}, "jobs_type_partial_idx"),
+        ("rare type, running part", q.jobs_page_newest, {"job_type": "rare_type", "before_id": 100000},
+         "jobs_status_partial_idx"),
+        ("rare type, oldest first", q.jobs_page_oldest, {"job_type": "rare_type", "after_id": 10000},
+         "jobs_type_partial_idx"),
+        ("bulk ids by type", q.jobs_ids_matching, {"job_type": "rare_type", "before_id": 1000000},
+         "jobs_type_partial_idx"),
         ("status and type", q.jobs_page_newest, {"status": "queued", "job_type": "type_3", "before_id": 900000},
          None),
         ("queue", q.jobs_page_newest, {"queue": "emails", "before_id": 500000}, "jobs_pkey"),
@@ -772,8 +810,9 @@ def test_web_command_rejects_a_bad_address(make_config):
 def test_dashboard_indexes_come_from_a_migration(db):
     indexes = dict(db.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").fetchall())
     assert indexes["jobs_status_partial_idx"].endswith("USING btree (status, id) WHERE (status <> 'succeeded'::text)")
-    assert indexes["jobs_type_id_idx"].endswith("USING btree (job_type, id)")
+    assert indexes["jobs_type_partial_idx"].endswith("USING btree (job_type, id) WHERE (status <> 'running'::text)")
     assert "jobs_status_id_idx" not in indexes and "jobs_running_idx" not in indexes  # replaced by 0005
+    assert "jobs_type_id_idx" not in indexes  # replaced by 0006
 
 
 def test_supervisor_serves_the_dashboard_as_a_managed_child(make_config, start_supervisor, db):

@@ -520,66 +520,83 @@ WHERE id IN (
 -- Dashboard (supervisor/web). Job lists are keyset-paginated by id: jobs_page_newest walks
 -- down from %(before_id)s, jobs_page_oldest walks up from %(after_id)s. Every filter is
 -- optional (NULL: no filter). The dashboard plans these per execution (prepare_threshold=None)
--- so that a NULL filter folds away and a status or type filter uses its (status, id) or
--- (job_type, id) index; the other filters are checked along that index's order.
+-- so that a NULL filter folds away and a status or type filter uses its index; the other
+-- filters are checked along that index's order.
+-- The (job_type, id) index leaves out running jobs (migration 0006: a claim then adds no entry
+-- to it), so a type filter reads two ordered parts, merged by id: the jobs of that type that
+-- are not running (that index) and those running (the (status, id) index). Without a type
+-- filter the second part folds to nothing at planning time.
 -- %(pattern)s is an ILIKE pattern (wildcards in user input escaped by the caller) matched
 -- against the payload's JSON text and last_error. payload_small is the payload when it is
 -- small enough to summarise in a list (a handler's describe=), else NULL.
 
+-- name: _job_filters
+-- A fragment, not a statement: the job lists' filters but the type and the id bound.
+(%(status)s::text IS NULL OR status = %(status)s::text)
+AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+AND (%(runner)s::text IS NULL OR starts_with(locked_by, %(runner)s::text))
+AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
+AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
+AND (%(pattern)s::text IS NULL OR payload::text ILIKE %(pattern)s::text OR last_error ILIKE %(pattern)s::text)
+
+-- name: _job_list_columns
+-- A fragment: the columns of a job list's row.
+id, queue, job_type, status, priority, run_at, attempts, max_attempts,
+left(CASE WHEN starts_with(last_error, 'Traceback')
+          THEN substring(rtrim(last_error, E' \n') FROM '[^\n]*$')
+          ELSE split_part(last_error, E'\n', 1) END, 200) AS error_summary,
+left(payload::text, 200) AS payload_preview,
+CASE WHEN pg_column_size(payload) <= 2048 THEN payload END AS payload_small,
+locked_by, locked_at, created_at, updated_at, finished_at
+
 -- name: jobs_page_newest
 -- Dashboard: one page of jobs matching the filters, newest first, with ids below %(before_id)s.
-SELECT id, queue, job_type, status, priority, run_at, attempts, max_attempts,
-       left(CASE WHEN starts_with(last_error, 'Traceback')
-                 THEN substring(rtrim(last_error, E' \n') FROM '[^\n]*$')
-                 ELSE split_part(last_error, E'\n', 1) END, 200) AS error_summary,
-       left(payload::text, 200) AS payload_preview,
-       CASE WHEN pg_column_size(payload) <= 2048 THEN payload END AS payload_small,
-       locked_by, locked_at, created_at, updated_at, finished_at
-FROM {table}
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(runner)s::text IS NULL OR starts_with(locked_by, %(runner)s::text))
-  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
-  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
-  AND (%(pattern)s::text IS NULL OR payload::text ILIKE %(pattern)s::text OR last_error ILIKE %(pattern)s::text)
-  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+SELECT {_job_list_columns}
+FROM ((SELECT * FROM {table}
+       WHERE {_job_filters}
+         AND (%(job_type)s::text IS NULL OR (job_type = %(job_type)s::text AND status <> 'running'))
+         AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+       ORDER BY id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {table}
+       WHERE {_job_filters}
+         AND job_type = %(job_type)s::text AND status = 'running'
+         AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+       ORDER BY id DESC LIMIT %(limit)s)) AS page
 ORDER BY id DESC
 LIMIT %(limit)s
 
 -- name: jobs_page_oldest
 -- Dashboard: one page of jobs matching the filters, oldest first, with ids above %(after_id)s.
-SELECT id, queue, job_type, status, priority, run_at, attempts, max_attempts,
-       left(CASE WHEN starts_with(last_error, 'Traceback')
-                 THEN substring(rtrim(last_error, E' \n') FROM '[^\n]*$')
-                 ELSE split_part(last_error, E'\n', 1) END, 200) AS error_summary,
-       left(payload::text, 200) AS payload_preview,
-       CASE WHEN pg_column_size(payload) <= 2048 THEN payload END AS payload_small,
-       locked_by, locked_at, created_at, updated_at, finished_at
-FROM {table}
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(runner)s::text IS NULL OR starts_with(locked_by, %(runner)s::text))
-  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
-  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
-  AND (%(pattern)s::text IS NULL OR payload::text ILIKE %(pattern)s::text OR last_error ILIKE %(pattern)s::text)
-  AND (%(after_id)s::bigint IS NULL OR id > %(after_id)s::bigint)
+SELECT {_job_list_columns}
+FROM ((SELECT * FROM {table}
+       WHERE {_job_filters}
+         AND (%(job_type)s::text IS NULL OR (job_type = %(job_type)s::text AND status <> 'running'))
+         AND (%(after_id)s::bigint IS NULL OR id > %(after_id)s::bigint)
+       ORDER BY id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {table}
+       WHERE {_job_filters}
+         AND job_type = %(job_type)s::text AND status = 'running'
+         AND (%(after_id)s::bigint IS NULL OR id > %(after_id)s::bigint)
+       ORDER BY id LIMIT %(limit)s)) AS page
 ORDER BY id
 LIMIT %(limit)s
 
 -- name: jobs_ids_matching
 -- Dashboard bulk actions: the next batch of ids matching the filters, newest first, below %(before_id)s.
 SELECT id
-FROM {table}
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(runner)s::text IS NULL OR starts_with(locked_by, %(runner)s::text))
-  AND (%(created_from)s::timestamptz IS NULL OR created_at >= %(created_from)s::timestamptz)
-  AND (%(created_to)s::timestamptz IS NULL OR created_at < %(created_to)s::timestamptz)
-  AND (%(pattern)s::text IS NULL OR payload::text ILIKE %(pattern)s::text OR last_error ILIKE %(pattern)s::text)
-  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+FROM ((SELECT id FROM {table}
+       WHERE {_job_filters}
+         AND (%(job_type)s::text IS NULL OR (job_type = %(job_type)s::text AND status <> 'running'))
+         AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+       ORDER BY id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT id FROM {table}
+       WHERE {_job_filters}
+         AND job_type = %(job_type)s::text AND status = 'running'
+         AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+       ORDER BY id DESC LIMIT %(limit)s)) AS matching
 ORDER BY id DESC
 LIMIT %(limit)s
 
