@@ -4,6 +4,7 @@ one fresh database per test cloned from a migrated template, config files, and t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,6 +46,52 @@ def with_dbname(dsn: str, dbname: str) -> str:
     return f"{dsn} dbname={dbname}"
 
 
+# --- tests that must run alone ------------------------------------------------------------------
+# The suite runs on several pytest-xdist workers at once, each test in its own database. A test
+# marked ``exclusive`` touches what every test shares (it restarts the Postgres server): it
+# waits until no other test runs, and no test starts while it runs. Two flock(2) files shared
+# by the workers make a readers-writer lock; the turnstile, held by a waiting exclusive test,
+# keeps new tests from starving it. The lock is per user, not per run: two runs at once on one
+# machine share one server too.
+def _lock_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"jobsupervisor-tests-{os.getuid()}"
+
+
+@contextlib.contextmanager
+def sharing_the_server(exclusive: bool = False) -> Iterator[None]:
+    """Hold the server shared (any test's normal work) or alone (restarting it). Reentrant:
+    waiting at the turnstile while holding the lock would deadlock with a waiting writer."""
+    import fcntl
+
+    global _holding
+    if _holding:
+        yield
+        return
+    directory = _lock_dir()
+    directory.mkdir(exist_ok=True)
+    with open(directory / "turnstile", "a") as turnstile, open(directory / "server", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        _holding = True
+        try:
+            yield
+        finally:
+            _holding = False
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_holding = False
+
+
+@pytest.fixture(autouse=True)
+def _share_the_server(request: pytest.FixtureRequest) -> Iterator[None]:
+    with sharing_the_server(exclusive=request.node.get_closest_marker("exclusive") is not None):
+        yield
+
+
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     """A DSN with rights to create databases."""
@@ -65,15 +112,16 @@ def template_db(server_dsn: str) -> Iterator[str]:
     from supervisor.migrate import migrate
 
     name = f"jstpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with psycopg.connect(with_dbname(server_dsn, name), autocommit=True) as conn:
-        migrate(conn, "jobs")
-        from jobhandlers import EFFECTS_DDL
+    with sharing_the_server():
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(with_dbname(server_dsn, name), autocommit=True) as conn:
+            migrate(conn, "jobs")
+            from jobhandlers import EFFECTS_DDL
 
-        conn.execute(EFFECTS_DDL)
+            conn.execute(EFFECTS_DDL)
     yield name
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
+    with sharing_the_server(), psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -94,6 +94,7 @@ def test_invariant_checker_names_every_kind_of_violation(db):
 
 
 # --- Postgres itself restarted ------------------------------------------------------------------
+@pytest.mark.exclusive
 def test_postgres_restarted_mid_run_loses_nothing_and_runs_writes_once(db, dsn, server_dsn, make_config,
                                                                         start_supervisor):
     """pg_ctlcluster restart (fast: every session cut, the server gone for a moment) while jobs
